@@ -1,0 +1,275 @@
+"""Running the kernel: difference methods, default steps, and raw evaluations.
+
+The kernel returns raw loss values, J(theta + h e_i), J(theta - h e_i), ... and
+J(theta) once; :class:`RawEvaluations` keeps them so that the derivative, the
+curvature and kink tests all come from the same evaluations (DESIGN, error model).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fastcheck import _kernel
+from fastcheck._params import ParamLayout
+
+__all__ = ["METHODS", "Method", "RawEvaluations", "default_eps", "run_kernel"]
+
+# How often (in components) the kernel calls back for Ctrl-C and progress.
+HOOK_EVERY = 64
+
+
+@dataclass(frozen=True)
+class Method:
+    """A finite-difference formula.
+
+    Attributes
+    ----------
+    name : str
+    evals : int
+        The kernel's ``EVAL_*`` flags it needs.
+    order : int
+        Order of the truncation error in h.
+    step_exponent : float
+        The default relative step is ``u ** step_exponent`` (u: unit roundoff of the
+        parameters' dtype): the step that balances truncation, h**order, against
+        rounding, u / h.
+    evals_per_component : int
+        Loss evaluations per component.
+    """
+
+    name: str
+    evals: int
+    order: int
+    step_exponent: float
+    evals_per_component: int
+
+
+_C, _P, _M = _kernel.EVAL_CENTER, _kernel.EVAL_PLUS, _kernel.EVAL_MINUS
+_P2, _M2 = _kernel.EVAL_PLUS2, _kernel.EVAL_MINUS2
+
+METHODS: dict[str, Method] = {
+    # Central also evaluates J(theta) once: with it the same evaluations give the
+    # forward and backward differences, the curvature and the kink test for free.
+    "central": Method("central", _C | _P | _M, 2, 1 / 3, 2),
+    "forward": Method("forward", _C | _P, 1, 1 / 2, 1),
+    "backward": Method("backward", _C | _M, 1, 1 / 2, 1),
+    "central4": Method("central4", _C | _P | _M | _P2 | _M2, 4, 1 / 5, 4),
+    # Complex step: Im J(theta + i h e_i) / h has no subtractive cancellation, so
+    # the step is tiny and fixed (see default_eps).
+    "complex": Method("complex", _P, 2, 0.0, 1),
+}
+
+COMPLEX_STEP = 1e-20
+
+
+def unit_roundoff(dtype: Any) -> float:
+    """u = 2**-53 for float64, 2**-24 for float32."""
+    return float(np.finfo(dtype).eps) / 2
+
+
+def default_eps(dtype: Any, method: str = "central") -> float:
+    """The default relative step for `method` on parameters of `dtype`.
+
+    The step of component i is ``eps * max(1, |theta_i|)``.  ``eps`` balances the
+    truncation error of the formula (order p) against the rounding error of the
+    loss, u / h: the optimum is about ``u ** (1 / (p + 1))``.  For float64 this is
+    4.8e-6 (central), 1.1e-8 (forward, backward) and 6.9e-4 (central4); for float32
+    3.9e-3, 2.4e-4 and 3.6e-2.  Complex step has no rounding term and uses 1e-20.
+    """
+    m = METHODS[method]
+    if m.name == "complex":
+        return COMPLEX_STEP
+    return unit_roundoff(dtype) ** m.step_exponent
+
+
+@dataclass
+class RawEvaluations:
+    """The loss values one run of the kernel produced.
+
+    Attributes
+    ----------
+    method : Method
+    indices : ndarray of intp or None
+        Flat indices of the evaluated components; None means all, in order.
+    center : float or None
+        J(theta).
+    plus, minus, plus2, minus2 : ndarray or None
+        J(theta + h e_i), J(theta - h e_i), J(theta +- 2h e_i), one per component.
+        For complex step, ``plus`` holds Im J(theta + i h e_i).
+    step : ndarray
+        The represented step h of each component.
+    calls : int
+        Loss evaluations made.
+    seconds : float
+        Wall time of the run.
+    """
+
+    method: Method
+    indices: np.ndarray | None
+    center: float | None
+    plus: np.ndarray | None
+    minus: np.ndarray | None
+    plus2: np.ndarray | None
+    minus2: np.ndarray | None
+    step: np.ndarray
+    calls: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def derivative(self) -> np.ndarray:
+        """The numerical derivative of each evaluated component."""
+        h = self.step
+        name = self.method.name
+        with np.errstate(all="ignore"):
+            if name == "central":
+                return (self.plus - self.minus) / (2 * h)
+            if name == "forward":
+                return (self.plus - self.center) / h
+            if name == "backward":
+                return (self.center - self.minus) / h
+            if name == "central4":
+                return (8 * (self.plus - self.minus) - (self.plus2 - self.minus2)) / (12 * h)
+            if name == "complex":
+                return self.plus / h
+        raise ValueError(f"unknown method {name!r}")  # pragma: no cover
+
+
+def _complex_twin(layout: ParamLayout) -> tuple[Any, ParamLayout]:
+    """Complex copies of the parameters (made once) and a layout of their imaginary
+    parts, which is what the kernel perturbs for complex step."""
+    pieces = [a.astype(np.complex128 if a.dtype == np.float64 else np.complex64)
+              for a in layout.arrays]
+    twin = layout._container(pieces)
+    imag_views = layout._container([p.imag for p in pieces])
+    return twin, ParamLayout(imag_views)
+
+
+def run_kernel(
+    loss: Callable[[Any], Any],
+    layout: ParamLayout,
+    method: str = "central",
+    *,
+    eps: float | None = None,
+    relative: bool | None = None,
+    indices: np.ndarray | None = None,
+    eps_each: np.ndarray | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    with_center: bool = True,
+) -> RawEvaluations:
+    """Evaluate the loss around the parameters with the C kernel.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(params)``, called with the user's own params object.
+    layout : ParamLayout
+        The validated parameters.
+    method : str
+        A key of :data:`METHODS`.
+    eps : float, optional
+        Nominal step.  None: :func:`default_eps`, relative to ``max(1, |theta_i|)``.
+        A number: an absolute step (unless `relative` says otherwise).
+    relative : bool, optional
+        Scale the step by ``max(1, |theta_i|)``.  Defaults to ``eps is None``.
+    indices : ndarray of intp, optional
+        Flat indices of the components to evaluate (all when None).
+    eps_each : ndarray, optional
+        One nominal step per requested component (overrides `eps`).
+    progress : callable, optional
+        ``progress(done, total)``, called every :data:`HOOK_EVERY` components.
+    with_center : bool
+        Evaluate J(theta) when the method allows it.
+    """
+    m = METHODS[method]
+    if relative is None:
+        relative = eps is None
+    evals = m.evals if with_center else m.evals & ~_C
+    target_layout, call_params, imag = layout, layout.params, False
+    if m.name == "complex":
+        call_params, target_layout = _complex_twin(layout)
+        imag, relative = True, False  # the imaginary parts start at 0: absolute step
+    n_all = layout.size
+    count = n_all if indices is None else len(indices)
+    out = {key: (np.empty(count) if m.evals & flag else None)
+           for key, flag in (("plus", _P), ("minus", _M), ("plus2", _P2), ("minus2", _M2))}
+    step = np.empty(count)
+    center = None
+    calls = 0
+    started = time.perf_counter()
+    groups = target_layout.kernel_groups()
+    done_before = 0
+    for g, group in enumerate(groups):
+        if len(groups) == 1:
+            where = slice(None)
+            local = None if indices is None else np.ascontiguousarray(indices, dtype=np.intp)
+        else:
+            flat = np.arange(n_all, dtype=np.intp) if indices is None else np.asarray(indices)
+            owner = layout.param_of(flat)
+            where = np.flatnonzero(np.isin(owner, group.members))
+            owner_here = owner[where]
+            local = np.ascontiguousarray(
+                group.local_offsets[owner_here] + flat[where] - layout.offsets[owner_here],
+                dtype=np.intp)
+        group_eps = eps if eps is not None else default_eps(group.dtype, m.name)
+        group_eps_each = None
+        if eps_each is not None:
+            group_eps_each = np.ascontiguousarray(np.asarray(eps_each, dtype=np.float64)[where])
+
+        report = None
+        if progress is not None:
+            offset = done_before
+
+            def report(done: int, total: int, _offset: int = offset) -> None:
+                progress(_offset + done, count)
+
+        raw = _kernel.evaluate(
+            loss, call_params, group.blocks, group.dtype.name,
+            evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
+            eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
+            progress=report, imag=imag)
+        calls += raw["calls"]
+        if raw["center"] is not None:
+            center = raw["center"]
+        for key in out:
+            if out[key] is not None:
+                out[key][where] = raw[key]
+        step[where] = raw["step"]
+        done_before += len(raw["step"])
+    return RawEvaluations(
+        method=m, indices=None if indices is None else np.asarray(indices, dtype=np.intp),
+        center=center, plus=out["plus"], minus=out["minus"], plus2=out["plus2"],
+        minus2=out["minus2"], step=step, calls=calls,
+        seconds=time.perf_counter() - started)
+
+
+def check_eps(eps: Any) -> float | None:
+    """Validate a user's eps: None, or a finite positive number."""
+    if eps is None:
+        return None
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
+        raise TypeError(f"eps must be a positive number or None, got {type(eps).__name__}")
+    value = float(eps)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    return value
+
+
+def check_method(method: Any, allowed: tuple[str, ...] | None = None) -> str:
+    """Validate a method name against :data:`METHODS` (or `allowed`)."""
+    names = allowed or tuple(METHODS)
+    if not isinstance(method, str) or method not in names:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(names)}")
+    return method
+
+
+def check_loss(loss: Any) -> Callable[[Any], Any]:
+    """Validate that the loss is callable."""
+    if not callable(loss):
+        raise TypeError(f"loss must be callable as loss(params), got {type(loss).__name__}")
+    return loss

@@ -1,0 +1,76 @@
+"""numerical_grad: the numerical gradient of a loss, in the parameters' structure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastcheck._evaluate import check_eps, check_loss, check_method, run_kernel
+from fastcheck._params import as_layout
+
+__all__ = ["numerical_grad"]
+
+NUMERICAL_GRAD_METHODS = ("central", "forward", "backward", "central4", "complex")
+
+
+def numerical_grad(
+    loss: Callable[[Any], Any],
+    params: Any,
+    *,
+    eps: float | None = None,
+    method: str = "central",
+) -> Any:
+    """The numerical gradient of ``loss(params)`` by finite differences.
+
+    Each component is perturbed in place in the caller's own arrays and restored
+    bit for bit, by a loop in C; nothing is copied per component.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(params) -> float``, called with the very `params` object given here.
+        It may return a Python float, a numpy scalar or a 0-d / size-1 array.
+    params : ndarray, or dict / list / tuple of ndarrays
+        float64 or float32, writeable.  Any shape and memory order (C, Fortran,
+        strided views).
+    eps : float, optional
+        Absolute step.  By default the step adapts to the dtype, the method and each
+        component's magnitude: ``h_i = eps0 * max(1, |theta_i|)`` with eps0 about
+        ``u ** (1/3)`` for central differences (4.8e-6 in float64, 3.9e-3 in
+        float32), ``u ** (1/2)`` for forward / backward and ``u ** (1/5)`` for
+        central4, where u is the unit roundoff: the step that balances truncation
+        and rounding error.  Complex step uses 1e-20.
+    method : {"central", "forward", "backward", "central4", "complex"}
+        Central: ``(J(θ+h) − J(θ−h)) / 2h``, error O(h²), 2 evaluations per
+        component.  Forward / backward: O(h), 1 evaluation (plus a shared J(θ)).
+        central4: the five-point stencil, O(h⁴), 4 evaluations.  complex:
+        ``Im J(θ + ih) / h`` on complex copies of the parameters (the loss must
+        accept complex input), exact to rounding, 1 evaluation.
+
+    Returns
+    -------
+    ndarray, or dict / list / tuple of ndarrays
+        float64 arrays with the structure and shapes of `params`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before any evaluation, for a bad parameter, method, eps or loss.
+    Exception
+        Whatever the loss raised (KeyboardInterrupt included), unchanged, after the
+        parameters were restored.
+
+    Examples
+    --------
+    >>> import numpy as np, fastcheck
+    >>> theta = np.array([1.0])
+    >>> g = fastcheck.numerical_grad(lambda t: float(t[0] ** 3), theta, eps=0.01)
+    >>> round(float(g[0]), 10)
+    3.0001
+    """
+    check_loss(loss)
+    method = check_method(method, NUMERICAL_GRAD_METHODS)
+    eps = check_eps(eps)
+    layout = as_layout(params)
+    raw = run_kernel(loss, layout, method, eps=eps)
+    return layout.unflatten(raw.derivative())
