@@ -161,6 +161,7 @@ def run_kernel(
     eps_each: np.ndarray | None = None,
     progress: Callable[[int, int], Any] | None = None,
     with_center: bool = True,
+    threads: int = 1,
 ) -> RawEvaluations:
     """Evaluate the loss around the parameters with the C kernel.
 
@@ -185,6 +186,8 @@ def run_kernel(
         ``progress(done, total)``, called every :data:`HOOK_EVERY` components.
     with_center : bool
         Evaluate J(theta) when the method allows it.
+    threads : int
+        Worker threads (C losses only; each works on a private copy of theta).
     """
     m = METHODS[method]
     if relative is None:
@@ -232,7 +235,7 @@ def run_kernel(
             loss, call_params, group.blocks, group.dtype.name,
             evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
             eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
-            progress=report, imag=imag)
+            progress=report, imag=imag, threads=threads)
         calls += raw["calls"]
         if raw["center"] is not None:
             center = raw["center"]

@@ -180,7 +180,7 @@ cdef double *_data_or_null(object array) except? NULL:
 
 def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned evals,
              double eps, bint relative, eps_each=None, indices=None,
-             Py_ssize_t hook_every=0, progress=None, bint imag=False):
+             Py_ssize_t hook_every=0, progress=None, bint imag=False, int threads=1):
     """Run the kernel with a Python loss; return the raw evaluations.
 
     Parameters
@@ -209,6 +209,8 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
         Called as ``progress(done, total)`` from the hook.
     imag : bool
         Record the imaginary part of the loss (complex step).
+    threads : int
+        Must be 1: a Python loss needs the GIL, so threads would only take turns.
 
     Returns
     -------
@@ -226,6 +228,10 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     cdef double center = 0.0
     cdef int status
 
+    if threads != 1:
+        raise ValueError(
+            f"threads={threads} needs a loss written in C (a scipy.LowLevelCallable): a "
+            "Python loss holds the GIL, so threads would only take turns calling it")
     if blocks.shape[1] != 3:
         raise ValueError("blocks must have shape (nblocks, 3)")
     if dtype not in ("float64", "float32"):
