@@ -2,11 +2,23 @@
 
 Public API
 ----------
+check_grad
+    Check a hand-written gradient; returns a GradCheckResult (verdict, report,
+    per-parameter breakdown, worst components by name).
 numerical_grad
     The numerical gradient of a loss, perturbing parameters in place in C.
 """
 
+from fastcheck._check import check_grad
 from fastcheck._numerical import numerical_grad
+from fastcheck._result import Component, GradCheckResult, ParameterReport
 from fastcheck._version import __version__
 
-__all__ = ["__version__", "numerical_grad"]
+__all__ = [
+    "Component",
+    "GradCheckResult",
+    "ParameterReport",
+    "__version__",
+    "check_grad",
+    "numerical_grad",
+]

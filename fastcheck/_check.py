@@ -1,0 +1,444 @@
+"""check_grad: is a hand-written gradient right, and if not, where is it wrong?
+
+The steps, in order (each has a reason):
+
+1. Validate everything -- parameters, gradient structure, method, eps -- before
+   the loss is evaluated once, so bad input never touches the user's arrays.
+2. Take one O(n) snapshot of the parameters.  The kernel already restores every
+   component by assignment; the snapshot lets us *prove* it at the end, catch a
+   loss that modifies its own parameters, and restore bit for bit even then.
+3. Evaluate J(theta) twice before the check (and compare with the kernel's own
+   J(theta) and one more evaluation after it).  A loss that gives different values
+   at the same point (dropout left on, unseeded sampling) makes any verdict about
+   the gradient meaningless: say so instead.
+4. The kernel evaluates every component (central: J(theta +- h e_i), J(theta)).
+5. The noise model (see _verdict) marks suspects without further evaluations; only
+   suspects are evaluated again at h / 4 to tell bugs from noise, truncation and
+   kinks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fastcheck import _kernel
+from fastcheck._evaluate import (
+    METHODS,
+    RawEvaluations,
+    check_eps,
+    check_loss,
+    check_method,
+    default_eps,
+    run_kernel,
+    unit_roundoff,
+)
+from fastcheck._params import ParamLayout, as_layout
+from fastcheck._result import GradCheckResult, build_result
+from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, rounding_noise, tiers_for
+
+__all__ = ["check_grad"]
+
+_S = ComponentStatus
+CHECK_METHODS = ("central", "forward", "backward", "central4", "complex")
+MODES = ("full",)
+# Suspects are evaluated again at h / REFINE, h / REFINE**2, ... (at most
+# REFINE_LEVELS times, two evaluations each, and only while undecided).
+REFINE = 4.0
+REFINE_LEVELS = 4
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):  # Python >= 3.11
+        exc.add_note(note)
+
+
+def analytic_gradient(grad: Any, layout: ParamLayout) -> np.ndarray:
+    """The analytic gradient as a flat float64 array, validated against params.
+
+    `grad` is a structure matching the parameters, or a callable evaluated once
+    as ``grad(params)`` at the unperturbed point.
+    """
+    if callable(grad):
+        snapshot = layout.snapshot()
+        try:
+            value = grad(layout.params)
+        except Exception as exc:
+            _add_note(exc, "raised by grad(params), the analytic gradient callable")
+            raise
+        changed = layout.changed_since(snapshot)
+        if changed:
+            layout.restore(snapshot)
+            raise ValueError(f"grad(params) modified the parameters {changed}; a gradient "
+                             "function must not change its input (restored)")
+        return layout.flatten(value, what="grad(params)")
+    return layout.flatten(grad, what="grad")
+
+
+def _eps_rule(layout: ParamLayout, method: str, eps: float | None) -> str:
+    if eps is not None:
+        return f"{eps:.3g} (absolute)"
+    rules = [f"{default_eps(d, method):.2g} × max(1, |θ_i|) for {d.name}"
+             if method != "complex" else f"{default_eps(d, method):.0e} (imaginary)"
+             for d in layout.dtypes]
+    return "; ".join(rules)
+
+
+def _returned_dtype(value: Any) -> np.dtype | None:
+    """The floating dtype of what a loss returned, when it says (numpy values)."""
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        return dtype
+    return None
+
+
+def _loss_is_deterministic(values: list[float], unit: float) -> tuple[bool, float]:
+    """Whether repeated evaluations agree within rounding; and their spread."""
+    values = [v for v in values if v is not None]
+    spread = max(values) - min(values)
+    scale = max(abs(v) for v in values)
+    return spread <= C_ROUND * unit * scale, spread
+
+
+def _nondeterministic_result(layout: ParamLayout, analytic: np.ndarray, values: list[float],
+                             spread: float, evaluations: int, seconds: float, eps: str,
+                             method: str, mode: str, when: str) -> GradCheckResult:
+    scale = max(abs(v) for v in values)
+    note = (f"the loss is not deterministic: J(θ) took {len({*values})} different values "
+            f"at the same parameters {when} (spread {spread:.3g}, relative "
+            f"{spread / scale if scale else float('inf'):.2g}), so no verdict on the "
+            "gradient is possible. Likely causes: dropout still on (set keep_prob = 1, or "
+            "put the model in eval mode), or unseeded random sampling (minibatches, noise "
+            "injection). Fix the randomness, or pass before_eval= a function that resets "
+            "the seed before every evaluation")
+    n = layout.size
+    result = build_result(
+        layout, np.full(n, np.nan), analytic, np.full(n, np.nan),
+        np.full(n, _S.NOT_CHECKED, dtype=np.int8), tiers_for(layout.lowest_precision),
+        evaluations=evaluations, seconds=seconds, eps=eps, method=method, mode=mode,
+        notes=[note], extra={"loss_values": values})
+    result.verdict, result.passed = "nondeterministic", False
+    result.relative_error = float("nan")
+    return result
+
+
+def _invalid_result(layout: ParamLayout, analytic: np.ndarray, note: str, evaluations: int,
+                    seconds: float, eps: str, method: str, mode: str) -> GradCheckResult:
+    n = layout.size
+    result = build_result(
+        layout, np.full(n, np.nan), analytic, np.full(n, np.nan),
+        np.full(n, _S.NOT_CHECKED, dtype=np.int8), tiers_for(layout.lowest_precision),
+        evaluations=evaluations, seconds=seconds, eps=eps, method=method, mode=mode,
+        notes=[note])
+    result.verdict, result.passed = "invalid", False
+    result.relative_error = float("nan")
+    return result
+
+
+def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, unit: float,
+               floor_rel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Numerical derivative, noise, status and suspects from the evaluations alone.
+
+    See _verdict note 3.  Returns ``(numerical, noise, status, suspect)`` for the
+    evaluated components.
+    """
+    d = raw.derivative()
+    h = raw.step
+    name = raw.method.name
+    with np.errstate(all="ignore"):
+        if name == "complex":
+            # No subtraction: the imaginary part carries h * J' to relative precision u.
+            noise = C_ROUND * unit * np.abs(d)
+        else:
+            delta = rounding_noise(raw.center, raw.plus, raw.minus, raw.plus2, raw.minus2,
+                                   unit_roundoff=unit)
+            factor = {"central": 1.0, "forward": 2.0, "backward": 2.0, "central4": 1.5}[name]
+            noise = factor * delta / h
+            if name == "central":
+                slope_gap = np.abs((raw.plus - raw.center) - (raw.center - raw.minus)) / h
+                noise = noise + h * slope_gap / np.maximum(1.0, np.abs(x))
+        status = np.zeros(d.size, dtype=np.int8)
+        status[~np.isfinite(d)] = _S.NONFINITE_LOSS
+        status[~np.isfinite(analytic)] = _S.NONFINITE_GRAD
+        diff = np.abs(d - analytic)
+        allowed = KAPPA * noise + floor_rel * (np.abs(d) + np.abs(analytic))
+        suspect = (status == _S.OK) & (diff > allowed)
+    return d, noise, status, suspect
+
+
+def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.ndarray,
+                analytic: np.ndarray, unit: float, floor_rel: float,
+                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Re-examine suspects at steps h/4, h/16, ...: bug, noise, truncation or kink?
+
+    See _verdict note 4.  `idx` are positions in `raw`; `analytic` is restricted to
+    them.  Each level evaluates only the components still undecided (two
+    evaluations each).  Returns ``(numerical, noise, status, evaluations)``.
+    """
+    flat = idx if raw.indices is None else raw.indices[idx]
+    center = raw.center
+    evaluations = 0
+    if raw.method.name == "central":
+        h, p, m = raw.step[idx], raw.plus[idx], raw.minus[idx]
+    else:
+        # Other methods: make the central pair at the default central step first.
+        base = np.array([default_eps(layout.arrays[q].dtype, "central")
+                         for q in layout.param_of(flat)])
+        first = run_kernel(loss, layout, "central", relative=True, indices=flat,
+                           eps_each=base, with_center=center is None, threads=threads)
+        evaluations += first.calls
+        center = first.center if center is None else center
+        h, p, m = first.step, first.plus, first.minus
+    n = idx.size
+    numerical = (p - m) / (2 * h)
+    noise = np.full(n, np.inf)
+    status = np.full(n, _S.OK, dtype=np.int8)
+    todo = np.arange(n)
+    for level in range(1, REFINE_LEVELS + 1):
+        new = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=flat[todo],
+                         eps_each=h[todo] / REFINE, with_center=False, threads=threads)
+        evaluations += new.calls
+        h1, p1, m1 = h[todo], p[todo], m[todo]
+        h2, p2, m2 = new.step, new.plus, new.minus
+        g = analytic[todo]
+        with np.errstate(all="ignore"):
+            delta = rounding_noise(center, p1, m1, p2, m2, unit_roundoff=unit)
+            d1, d2 = (p1 - m1) / (2 * h1), (p2 - m2) / (2 * h2)
+            up1, down1 = (p1 - center) / h1, (center - m1) / h1
+            up2, down2 = (p2 - center) / h2, (center - m2) / h2
+            gap1, gap2 = np.abs(up1 - down1), np.abs(up2 - down2)
+            floor = floor_rel * (np.abs(d2) + np.abs(g))
+            resolve = np.abs(d1 - d2)
+            # A kink: the slope gap does not shrink with the step, while the central
+            # value stays put (it is the mean of two fixed one-sided slopes).
+            kink = ((gap2 > 0.5 * gap1) & (gap2 > KAPPA * 4 * delta / h2)
+                    & (resolve < 0.25 * gap2))
+            # The one-sided slopes carry O(h J'') truncation: allow for how much they
+            # moved between the two steps.
+            tol = KAPPA * (2 * delta / h2 + np.abs(up1 - up2) + np.abs(down1 - down2)) + floor
+            kink_ok = (g >= np.minimum(up2, down2) - tol) & (g <= np.maximum(up2, down2) + tol)
+            # Richardson extrapolation over the two steps removes the h**2 term.
+            richardson = d2 + (d2 - d1) / ((h1 / h2) ** 2 - 1)
+            rounding = 1.1 * delta / h2
+            miss = np.abs(richardson - g)
+            fine = miss <= KAPPA * (rounding + resolve) + floor
+            stable_wrong = ~fine & (resolve <= 0.1 * miss)
+            finite = np.isfinite(richardson)
+        decided = kink | fine | stable_wrong | ~finite
+        last = level == REFINE_LEVELS
+        # Going further only helps while the next step's rounding stays well below
+        # the miss; past that the arithmetic cannot resolve it: leave it as fine.
+        hopeless = REFINE * rounding * KAPPA >= miss
+        decided |= last | hopeless
+        here = todo[decided]
+        st = np.where(kink, np.where(kink_ok, _S.KINK, _S.WRONG),
+                      np.where(stable_wrong, _S.WRONG, _S.OK)).astype(np.int8)
+        st[~finite & ~kink] = _S.NONFINITE_LOSS
+        status[here] = st[decided]
+        numerical[here] = np.where(kink, d1, np.where(finite, richardson, d2))[decided]
+        noise[here] = np.where(kink, gap2, rounding + resolve)[decided]
+        h[todo], p[todo], m[todo] = h2, p2, m2
+        todo = todo[~decided]
+        if todo.size == 0:
+            break
+    return numerical, noise, status, evaluations
+
+
+def check_grad(
+    loss: Callable[[Any], Any],
+    grad: Any,
+    params: Any,
+    *,
+    eps: float | None = None,
+    method: str = "central",
+    mode: str = "full",
+    before_eval: Callable[[], Any] | None = None,
+    refine: bool = True,
+    threads: int = 1,
+    progress: Callable[[int, int], Any] | None = None,
+) -> GradCheckResult:
+    """Check a hand-written gradient against numerical derivatives.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(params) -> float``, called with the very `params` object given here
+        while its components are perturbed in place.
+    grad : structure like params, or callable
+        The analytic gradient (dW1, db1, ... in the same structure and shapes), or a
+        function ``grad(params)`` evaluated once at the unperturbed point.
+    params : ndarray, or dict / list / tuple of ndarrays
+        float64 or float32, writeable, non-overlapping.  Restored bit for bit on
+        every exit (success, exception, Ctrl-C).
+    eps : float, optional
+        Absolute step.  Default: adapted to the dtype, the method and each
+        component's magnitude (see :func:`fastcheck.numerical_grad`).
+    method : {"central", "forward", "backward", "central4", "complex"}
+        The difference formula.  Central (default) is the best value: its
+        evaluations also give the one-sided slopes for the noise and kink tests.
+    mode : {"full"}
+        Which components to check.
+    before_eval : callable, optional
+        Called with no argument before every loss evaluation, e.g. to reset a
+        random seed so that a loss with dropout becomes deterministic.
+    refine : bool
+        Re-evaluate suspicious components at a smaller step to tell bugs from
+        noise, truncation and kinks (2 more evaluations per suspect, none for
+        components that pass).  False: judge from the first evaluations alone.
+    threads : int
+        Worker threads (C losses only).
+    progress : callable, optional
+        ``progress(done, total)``, called periodically from the kernel.
+
+    Returns
+    -------
+    GradCheckResult
+        ``str(result)`` is a readable report; ``result.passed``, ``.verdict``,
+        ``.worst(k)``, ``.parameters`` and ``.to_dict()`` give the details.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before any evaluation, for bad parameters, a gradient that does not match
+        them, an unknown method or mode, or a bad eps.
+    Exception
+        Whatever the loss raised, unchanged, after the parameters were restored.
+    """
+    check_loss(loss)
+    method = check_method(method, CHECK_METHODS)
+    eps = check_eps(eps)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if before_eval is not None and not callable(before_eval):
+        raise TypeError("before_eval must be callable with no arguments, got "
+                        f"{type(before_eval).__name__}")
+    layout = as_layout(params)
+    analytic = analytic_gradient(grad, layout)
+
+    if before_eval is not None:
+        user_loss = loss
+
+        def loss(p: Any) -> Any:
+            before_eval()
+            return user_loss(p)
+
+    started = time.perf_counter()
+    eps_text = _eps_rule(layout, method, eps)
+    unit = unit_roundoff(layout.lowest_precision)
+    tiers = tiers_for(layout.lowest_precision)
+    snapshot = layout.snapshot()
+    evaluations = 0
+    extra_notes: list[str] = []
+    try:
+        # Step 3: determinism probes.
+        probes = []
+        for _ in range(2):
+            returned = loss(layout.params)
+            probes.append(_kernel.loss_value(returned))
+            evaluations += 1
+            changed = layout.changed_since(snapshot)
+            if changed:
+                layout.restore(snapshot)
+                return _invalid_result(
+                    layout, analytic,
+                    f"the loss modified the parameters {changed} when called; a loss must "
+                    "only read them (they were restored). No verdict on the gradient",
+                    evaluations, time.perf_counter() - started, eps_text, method, mode)
+        if not np.isfinite(probes[0]):
+            return _invalid_result(
+                layout, analytic,
+                f"the loss is {probes[0]} at the given parameters: nothing to check",
+                evaluations, time.perf_counter() - started, eps_text, method, mode)
+        # A loss that returns float32 (or float16) has that resolution, whatever the
+        # parameters' dtype: the noise model and the tiers must know.
+        loss_dtype = _returned_dtype(returned)
+        step, relative = eps, eps is None
+        if loss_dtype is not None and unit_roundoff(loss_dtype) > unit:
+            unit, tiers = unit_roundoff(loss_dtype), tiers_for(loss_dtype)
+            if eps is None:
+                step = default_eps(loss_dtype, method)
+                eps_text = f"{step:.2g} × max(1, |θ_i|) (for the loss's {loss_dtype.name})"
+            extra_notes.append(f"the loss returns {loss_dtype.name} values: the check is "
+                               f"limited to {loss_dtype.name} resolution and uses its tiers")
+        same, spread = _loss_is_deterministic(probes, unit)
+        if not same:
+            return _nondeterministic_result(
+                layout, analytic, probes, spread, evaluations, time.perf_counter() - started,
+                eps_text, method, mode, "in two calls before the check")
+
+        # Step 4: the kernel.
+        raw = run_kernel(loss, layout, method, eps=step, relative=relative, threads=threads,
+                         progress=progress)
+        evaluations += raw.calls
+        probes.append(_kernel.loss_value(loss(layout.params)))
+        evaluations += 1
+        if raw.center is not None:
+            probes.append(raw.center)
+        changed = layout.changed_since(snapshot)
+        if changed:
+            layout.restore(snapshot)
+            return _invalid_result(
+                layout, analytic,
+                f"the parameters {changed} changed during the check: the loss modifies "
+                "them (they were restored). No verdict on the gradient",
+                evaluations, time.perf_counter() - started, eps_text, method, mode)
+        same, spread = _loss_is_deterministic(probes, unit)
+        if not same:
+            return _nondeterministic_result(
+                layout, analytic, probes, spread, evaluations, time.perf_counter() - started,
+                eps_text, method, mode, "before, during and after the check")
+
+        # Step 5: the verdict.
+        x = layout.values()
+        numerical, noise, status, suspect = first_look(raw, analytic, x, unit, tiers.excellent)
+        idx = np.flatnonzero(suspect)
+        if refine and idx.size and method != "complex":
+            n2, noise2, status2, extra_evals = second_look(
+                loss, layout, raw, idx, analytic[idx], unit, tiers.excellent, threads)
+            evaluations += extra_evals
+            numerical[idx], noise[idx], status[idx] = n2, noise2, status2
+        else:
+            status[idx] = _S.WRONG
+    except BaseException:
+        if layout.changed_since(snapshot):
+            layout.restore(snapshot)
+        raise
+
+    notes = extra_notes + _notes(layout, status, idx.size, refine and method != "complex")
+    return build_result(
+        layout, numerical, analytic, noise, status, tiers,
+        evaluations=evaluations, seconds=time.perf_counter() - started, eps=eps_text,
+        method=method, mode=mode, notes=notes,
+        extra={"loss_value": probes[0], "suspects_refined": int(idx.size)})
+
+
+def _notes(layout: ParamLayout, status: np.ndarray, suspects: int, refined: bool) -> list[str]:
+    notes = []
+    kinks = np.flatnonzero(status == _S.KINK)
+    if kinks.size:
+        shown = ", ".join(layout.names_of(kinks[:5])) + (", ..." if kinks.size > 5 else "")
+        notes.append(
+            f"{kinks.size} component(s) sit at a kink ({shown}): the one-sided slopes "
+            "differ by an amount that does not shrink with the step, and the analytic "
+            "value is one of them (a valid one-sided derivative), so they are left out "
+            "of the verdict")
+    bad_loss = np.flatnonzero(status == _S.NONFINITE_LOSS)
+    if bad_loss.size:
+        shown = ", ".join(layout.names_of(bad_loss[:5])) + (", ..." if bad_loss.size > 5 else "")
+        notes.append(f"the loss returned NaN or inf around {bad_loss.size} component(s) "
+                     f"({shown}): their gradient could not be checked")
+    bad_grad = np.flatnonzero(status == _S.NONFINITE_GRAD)
+    if bad_grad.size:
+        shown = ", ".join(layout.names_of(bad_grad[:5])) + (", ..." if bad_grad.size > 5 else "")
+        notes.append(f"the analytic gradient is NaN or inf at {bad_grad.size} component(s) "
+                     f"({shown})")
+    if suspects and refined:
+        notes.append(f"{suspects} component(s) looked off at first and were evaluated again "
+                     f"at smaller steps (h/{REFINE:g}, h/{REFINE**2:g}, ... while undecided)")
+    if len(layout.dtypes) > 1:
+        notes.append("parameters of mixed dtypes: the verdict uses the bounds of the least "
+                     "precise one")
+    return notes

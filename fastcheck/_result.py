@@ -1,0 +1,429 @@
+"""GradCheckResult: everything a check found, as a report and as plain data."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fastcheck._params import ParamLayout
+from fastcheck._verdict import TIERS, ComponentStatus, Tiers, relative_error, tier_of
+
+__all__ = ["Component", "GradCheckResult", "ParameterReport", "build_result"]
+
+_S = ComponentStatus
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component of the gradient, as ranked by :meth:`GradCheckResult.worst`.
+
+    Attributes
+    ----------
+    name : str
+        ``"W2[3, 1]"``, ``"theta[17]"``.
+    index : int
+        Flat index in theta (parameters concatenated in order, each in C order).
+    numerical, analytic : float
+    abs_diff : float
+        ``|numerical - analytic|``.
+    rel_diff : float
+        ``|numerical - analytic| / (|numerical| + |analytic|)`` (0 when both are 0).
+    noise : float
+        The estimated error of the numerical value (rounding plus truncation).
+    score : float
+        The ranking key: ``abs_diff / (|numerical| + |analytic| + 3 * noise)``.
+    status : str
+        "ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient" or "not checked".
+    """
+
+    name: str
+    index: int
+    numerical: float
+    analytic: float
+    abs_diff: float
+    rel_diff: float
+    noise: float
+    score: float
+    status: str
+
+    def as_dict(self) -> dict:
+        return {k: _plain(v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """The check restricted to one parameter (one array of params).
+
+    Attributes
+    ----------
+    name : str
+    shape : tuple of int
+    dtype : str
+    relative_error : float
+        The seed metric over this parameter's checked, non-kink components.
+    verdict : str
+    size, checked, wrong, kinks, nonfinite : int
+        Component counts.
+    worst : str or None
+        Name of this parameter's highest-ranked component.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    relative_error: float
+    verdict: str
+    size: int
+    checked: int
+    wrong: int
+    kinks: int
+    nonfinite: int
+    worst: str | None
+
+    def as_dict(self) -> dict:
+        d = {k: _plain(v) for k, v in self.__dict__.items()}
+        d["shape"] = list(self.shape)
+        return d
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly scalars (NaN and inf become strings)."""
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class GradCheckResult:
+    """The outcome of a gradient check.
+
+    Print it for a report; :meth:`to_dict` gives plain data for JSON.
+
+    Attributes
+    ----------
+    verdict : str
+        "excellent", "ok", "suspicious" or "wrong" for the gradient; or
+        "nondeterministic" (the loss is not a function of the parameters alone) or
+        "invalid" (the loss changed the parameters, or is not finite at them).
+    passed : bool
+        True for "excellent" and "ok".
+    relative_error : float
+        ``‖numerical − analytic‖₂ / (‖numerical‖₂ + ‖analytic‖₂)`` over the checked
+        components, kinks and non-finite components left out (they are counted
+        separately).
+    numerical, analytic : same structure as params
+        float64 arrays; components that were not checked hold NaN in `numerical`.
+    noise : same structure as params
+        The estimated error of each numerical value (rounding + truncation).
+    status : ndarray of int8
+        Per flat component: see :class:`fastcheck._verdict.ComponentStatus`.
+    parameters : list of ParameterReport
+        The per-parameter breakdown.
+    evaluations : int
+        Loss evaluations made (including the determinism probes).
+    seconds : float
+    eps : str
+        The step rule used, e.g. ``"4.8e-06 × max(1, |θ_i|)"``.
+    method, mode : str
+    tiers : Tiers
+        The relative-error bounds used for the verdict (derived from the dtype).
+    notes : list of str
+        Plain-language findings (kinks, nondeterminism, non-finite values, ...).
+    """
+
+    verdict: str
+    passed: bool
+    relative_error: float
+    layout: ParamLayout = field(repr=False)
+    numerical_flat: np.ndarray = field(repr=False)
+    analytic_flat: np.ndarray = field(repr=False)
+    noise_flat: np.ndarray = field(repr=False)
+    status: np.ndarray = field(repr=False)
+    parameters: list[ParameterReport] = field(repr=False)
+    evaluations: int = 0
+    seconds: float = 0.0
+    eps: str = ""
+    method: str = "central"
+    mode: str = "full"
+    tiers: Tiers | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list, repr=False)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    # --------------------------------------------------------------- structures
+    @property
+    def numerical(self) -> Any:
+        """The numerical gradient, shaped like params."""
+        return self.layout.unflatten(self.numerical_flat)
+
+    @property
+    def analytic(self) -> Any:
+        """The analytic gradient, shaped like params."""
+        return self.layout.unflatten(self.analytic_flat)
+
+    @property
+    def noise(self) -> Any:
+        """The estimated error of each numerical value, shaped like params."""
+        return self.layout.unflatten(self.noise_flat)
+
+    # ------------------------------------------------------------------ counts
+    def _count(self, status: int) -> int:
+        return int(np.count_nonzero(self.status == status))
+
+    @property
+    def n_wrong(self) -> int:
+        """Components that differ beyond their noise (or have a NaN/inf gradient)."""
+        return self._count(_S.WRONG) + self._count(_S.NONFINITE_GRAD)
+
+    @property
+    def n_kinks(self) -> int:
+        """Components at a kink (kept out of the verdict)."""
+        return self._count(_S.KINK)
+
+    @property
+    def n_checked(self) -> int:
+        """Components whose numerical derivative was computed."""
+        return int(self.status.size) - self._count(_S.NOT_CHECKED)
+
+    def indices(self, status: str) -> np.ndarray:
+        """Flat indices of the components with `status` (e.g. "wrong", "kink")."""
+        code = ComponentStatus.NAMES.index(status)
+        return np.flatnonzero(self.status == code)
+
+    # ----------------------------------------------------------------- ranking
+    def _scores(self) -> np.ndarray:
+        n, a, noise = self.numerical_flat, self.analytic_flat, self.noise_flat
+        with np.errstate(all="ignore"):
+            score = np.abs(n - a) / (np.abs(n) + np.abs(a) + 3.0 * noise)
+        score = np.where(np.isnan(score), 0.0, score)
+        # Components whose status is a finding come first, in this order.
+        priority = np.zeros(self.status.size)
+        priority[self.status == _S.NONFINITE_GRAD] = 4
+        priority[self.status == _S.NONFINITE_LOSS] = 3
+        priority[self.status == _S.WRONG] = 2
+        priority[self.status == _S.KINK] = 1
+        priority[self.status == _S.NOT_CHECKED] = -1
+        return priority + np.clip(score, 0.0, 1.0) * 0.999
+
+    def worst(self, k: int = 10) -> list[Component]:
+        """The k components most likely to be wrong, most likely first.
+
+        Ranking: components with a non-finite value or confirmed wrong come first,
+        then kinks; within each group, by ``|n − a| / (|n| + |a| + 3·noise)``.
+        That is the relative difference of the component, so a parameter with
+        large values does not drown out a bug in one with small values (a plain
+        absolute difference would), guarded by the noise estimate, so components
+        whose gradients are both near zero, where the relative difference is
+        meaningless, do not float to the top on rounding error alone.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        scores = self._scores()
+        k = min(int(k), scores.size)
+        if k == 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [self._component(int(i)) for i in top]
+
+    def _component(self, i: int) -> Component:
+        n, a = float(self.numerical_flat[i]), float(self.analytic_flat[i])
+        diff = abs(n - a)
+        denom = abs(n) + abs(a)
+        noise = float(self.noise_flat[i])
+        with np.errstate(all="ignore"):
+            rel = diff / denom if denom > 0 else (0.0 if diff == 0 else math.inf)
+            score = diff / (denom + 3.0 * noise) if denom + noise > 0 else 0.0
+        return Component(self.layout.name_of(i), i, n, a, diff, rel, noise, score,
+                         ComponentStatus.NAMES[int(self.status[i])])
+
+    # ------------------------------------------------------------------ output
+    def summary(self) -> str:
+        """One line: the verdict and the headline numbers."""
+        head = (f"gradient check {self.verdict.upper()}: relative error "
+                f"{self.relative_error:.2e}")
+        parts = [f"{self.n_checked} of {self.status.size} components checked"
+                 if self.n_checked < self.status.size else f"{self.status.size} components"]
+        if self.n_wrong:
+            parts.append(f"{self.n_wrong} wrong")
+        if self.n_kinks:
+            parts.append(f"{self.n_kinks} at kinks")
+        nonfinite = self._count(_S.NONFINITE_LOSS)
+        if nonfinite:
+            parts.append(f"{nonfinite} not finite")
+        return f"{head} ({', '.join(parts)}; {self.method}, {self.mode})"
+
+    def _blame(self) -> str | None:
+        """A sentence naming the wrong parameters, if the gradient is not fine."""
+        if self.verdict in ("nondeterministic", "invalid"):
+            return None
+        bad = [p for p in self.parameters if p.verdict in ("suspicious", "wrong")
+               or p.wrong or p.nonfinite]
+        if not bad:
+            return None
+        good = [p for p in self.parameters if p not in bad]
+        said = ", ".join(f"{p.name} is {p.verdict if p.verdict != 'ok' else 'wrong'} "
+                         f"(relative error {p.relative_error:.1e}, {p.wrong} of "
+                         f"{p.checked} components wrong)" for p in bad)
+        if good:
+            tiers = sorted({p.verdict for p in good}, key=TIERS.index)
+            rest = "every other parameter is " + " or ".join(tiers)
+            return f"{said}; {rest}."
+        return said + "."
+
+    def report(self, k: int = 8) -> str:
+        """The readable multi-line report (what ``str(result)`` prints)."""
+        lines = ["fastcheck: " + self.summary()]
+        blame = self._blame()
+        if blame:
+            lines.append("  " + blame)
+        for note in self.notes:
+            lines.append("  note: " + note)
+        if self.verdict not in ("nondeterministic", "invalid"):
+            lines.append("")
+            lines.append(_table(
+                ["parameter", "shape", "rel. error", "verdict", "wrong", "kinks", "checked"],
+                [[p.name, "×".join(map(str, p.shape)) or "()", f"{p.relative_error:.2e}",
+                  p.verdict, str(p.wrong), str(p.kinks), f"{p.checked}/{p.size}"]
+                 for p in self.parameters]))
+            worst = [c for c in self.worst(k) if c.status != "not checked"]
+            if worst and (not self.passed or self.n_kinks):
+                lines.append("")
+                lines.append("components most likely wrong (ranked by relative difference, "
+                             "noise-guarded):")
+                lines.append(_table(
+                    ["component", "numerical", "analytic", "abs diff", "rel diff", "noise",
+                     "status"],
+                    [[c.name, f"{c.numerical:.6e}", f"{c.analytic:.6e}", f"{c.abs_diff:.2e}",
+                      f"{c.rel_diff:.2e}", f"{c.noise:.1e}", c.status] for c in worst]))
+        lines.append("")
+        lines.append(f"{self.evaluations} loss evaluations in {self.seconds:.3g} s; "
+                     f"step {self.eps} ({self.method})")
+        if self.tiers is not None:
+            t = self.tiers
+            lines.append(f"tiers for {t.dtype}: excellent < {t.excellent:.1e} ≤ ok ≤ "
+                         f"{t.ok:.1e} < suspicious ≤ {t.suspicious:.1e} < wrong")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def to_dict(self, k: int = 10) -> dict:
+        """Plain data (``json.dumps`` accepts it): verdict, metrics, breakdown, worst."""
+        return {
+            "verdict": self.verdict,
+            "passed": bool(self.passed),
+            "relative_error": _plain(self.relative_error),
+            "method": self.method,
+            "mode": self.mode,
+            "eps": self.eps,
+            "evaluations": int(self.evaluations),
+            "seconds": float(self.seconds),
+            "components": int(self.status.size),
+            "checked": self.n_checked,
+            "wrong": self.n_wrong,
+            "kinks": self.n_kinks,
+            "tiers": self.tiers.as_dict() if self.tiers else None,
+            "parameters": [p.as_dict() for p in self.parameters],
+            "worst": [c.as_dict() for c in self.worst(k)],
+            "notes": list(self.notes),
+            "extra": json.loads(json.dumps(self.extra, default=_plain)),
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    for r in rows:
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    return "\n".join(out)
+
+
+def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray) -> str:
+    """The corrected verdict of a set of components (_verdict note 5)."""
+    tier = tier_of(rel, tiers)
+    wrong = np.count_nonzero((status == _S.WRONG) | (status == _S.NONFINITE_GRAD))
+    unverifiable = np.count_nonzero(status == _S.NONFINITE_LOSS)
+    if np.any(status == _S.NONFINITE_GRAD):
+        return "wrong"
+    if wrong and tier in ("excellent", "ok"):
+        return "suspicious"
+    if not wrong and tier in ("suspicious", "wrong"):
+        tier = "ok"
+    if unverifiable and tier in ("excellent", "ok"):
+        return "suspicious"
+    return tier
+
+
+def build_result(
+    layout: ParamLayout,
+    numerical: np.ndarray,
+    analytic: np.ndarray,
+    noise: np.ndarray,
+    status: np.ndarray,
+    tiers: Tiers,
+    *,
+    evaluations: int,
+    seconds: float,
+    eps: str,
+    method: str,
+    mode: str,
+    notes: list[str] | None = None,
+    extra: dict | None = None,
+) -> GradCheckResult:
+    """Assemble a :class:`GradCheckResult` from per-component findings.
+
+    Parameters
+    ----------
+    layout : ParamLayout
+    numerical, analytic, noise : ndarray
+        Flat float64 arrays over all components (NaN in `numerical` where not
+        checked).
+    status : ndarray of int8
+        :class:`ComponentStatus` per component.
+    tiers : Tiers
+        Bounds for the verdict.
+    """
+    counted = (status == _S.OK) | (status == _S.WRONG)
+    rel = relative_error(numerical[counted], analytic[counted])
+    verdict = _verdict_from(rel, tiers, status)
+    offsets = layout.offsets
+    scores_holder = GradCheckResult(
+        verdict, verdict in ("excellent", "ok"), rel, layout, numerical, analytic, noise,
+        status, [], evaluations, seconds, eps, method, mode, tiers, list(notes or []),
+        dict(extra or {}))
+    scores = scores_holder._scores()
+    reports = []
+    for p, (name, array) in enumerate(zip(layout.names, layout.arrays)):
+        lo, hi = int(offsets[p]), int(offsets[p + 1])
+        st = status[lo:hi]
+        mask = counted[lo:hi]
+        prel = relative_error(numerical[lo:hi][mask], analytic[lo:hi][mask])
+        checked = int(np.count_nonzero(st != _S.NOT_CHECKED))
+        worst = layout.name_of(lo + int(np.argmax(scores[lo:hi]))) if hi > lo else None
+        reports.append(ParameterReport(
+            name=name, shape=tuple(array.shape), dtype=array.dtype.name,
+            relative_error=prel,
+            verdict=_verdict_from(prel, tiers, st) if checked else "not checked",
+            size=hi - lo, checked=checked,
+            wrong=int(np.count_nonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))),
+            kinks=int(np.count_nonzero(st == _S.KINK)),
+            nonfinite=int(np.count_nonzero(st == _S.NONFINITE_LOSS)),
+            worst=worst))
+    scores_holder.parameters = reports
+    return scores_holder

@@ -1,0 +1,138 @@
+"""The verdict: tiers derived from the dtype, and a noise model per component.
+
+Numbered notes (the code refers to them):
+
+1. Tiers.  The reference table (DESIGN.md) for float64 is 1e-7 / 1e-5 / 1e-3.  Those
+   bounds are u**(7/16), u**(5/16) and u**(3/16) for u = 2**-53, the unit roundoff
+   of float64, to within 5 %.  The same exponents give the bounds for any dtype:
+   float32 (u = 2**-24) gets 6.9e-4 / 5.5e-3 / 4.4e-2.  A correct float32 gradient
+   differs from its central difference by about u**(2/3) ~ 1e-5 relative at best,
+   more for a loss that sums many terms; a uniform factor of 2 gives 0.33.
+2. Noise of one loss evaluation: delta = C_ROUND * u * |J|, with u the unit
+   roundoff of the least precise parameter dtype (the loss is computed at that
+   precision, usually) and C_ROUND = 32 allowing for a loss that accumulates
+   rounding over many terms.  It is deliberately a modest estimate: a component
+   that looks wrong against it is not called wrong yet, it is re-examined (note 4).
+3. First look (no extra evaluations): component i is *suspect* when
+   |D_i - g_i| > KAPPA * (rounding_i + truncation_i) + floor_i, where rounding_i
+   is delta / h for a central difference (2 delta / h one-sided), truncation_i is a
+   curvature-based guess (h * |D+ - D-| / max(1, |x|)), and floor_i is the
+   "excellent" bound times |D_i| + |g_i| (differences that small do not make a
+   gradient wrong, whatever the noise).
+4. Second look, for suspects only: two more evaluations at h' = h / 4 give the
+   central difference D' and the one-sided slopes D+', D-'.
+   - A kink: the one-sided slopes disagree by an amount that does not shrink with
+     h (|D+' - D-'| > 0.5 |D+ - D-|) and is well above their rounding noise.  The
+     component is a kink -- kept out of the bug verdict -- when g lies between the
+     one-sided slopes (a valid one-sided derivative or subgradient), wrong otherwise.
+   - Otherwise the Richardson value R = (16 D' - D) / 15 removes the h**2 error,
+     and the observed change |D - D'| measures what the arithmetic can resolve
+     (it is large when rounding or truncation dominates).  The component is wrong
+     when |R - g| > KAPPA * (rounding(R) + |D - D'|) + floor.
+   A real bug keeps the same difference at every step, so it survives; noise and
+   truncation change with the step, so they do not.
+5. The overall verdict starts from the tier of the relative error (over the
+   components that are not kinks) and is then corrected by the component test:
+   a confirmed wrong component makes it at least "suspicious" (one bad component
+   among 1e4 barely moves the global metric), and when no component differs beyond
+   its noise the verdict is at most "ok" (the arithmetic cannot resolve more).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "C_ROUND",
+    "KAPPA",
+    "TIERS",
+    "ComponentStatus",
+    "Tiers",
+    "relative_error",
+    "tier_of",
+    "tiers_for",
+]
+
+C_ROUND = 32.0
+KAPPA = 3.0
+TIERS = ("excellent", "ok", "suspicious", "wrong")
+
+
+class ComponentStatus:
+    """What the check concluded about one component (stored as int8)."""
+
+    OK = 0
+    WRONG = 1             # differs from the numerical derivative beyond its noise
+    KINK = 2              # non-differentiable point; analytic is a valid one-sided slope
+    NONFINITE_LOSS = 3    # the loss returned NaN/inf around it: cannot be checked
+    NONFINITE_GRAD = 4    # the analytic gradient is NaN/inf there
+    NOT_CHECKED = 5       # outside the components a partial check covered
+
+    NAMES = ("ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient", "not checked")
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """Relative-error bounds of the verdict tiers for one dtype (note 1)."""
+
+    dtype: str
+    excellent: float
+    ok: float
+    suspicious: float
+
+    def as_dict(self) -> dict:
+        return {"dtype": self.dtype, "excellent": self.excellent, "ok": self.ok,
+                "suspicious": self.suspicious}
+
+
+def tiers_for(dtype: np.dtype) -> Tiers:
+    """The tier bounds for parameters of `dtype` (note 1)."""
+    u = float(np.finfo(dtype).eps) / 2
+    return Tiers(np.dtype(dtype).name, u ** (7 / 16), u ** (5 / 16), u ** (3 / 16))
+
+
+def tier_of(rel_error: float, tiers: Tiers) -> str:
+    """Map a relative error to "excellent", "ok", "suspicious" or "wrong"."""
+    if not np.isfinite(rel_error):
+        return "wrong"
+    if rel_error < tiers.excellent:
+        return "excellent"
+    if rel_error <= tiers.ok:
+        return "ok"
+    if rel_error <= tiers.suspicious:
+        return "suspicious"
+    return "wrong"
+
+
+def relative_error(numerical: np.ndarray, analytic: np.ndarray) -> float:
+    """The seed metric ‖n − a‖ / (‖n‖ + ‖a‖); 0 when both are exactly zero."""
+    numerical = np.asarray(numerical, dtype=np.float64)
+    analytic = np.asarray(analytic, dtype=np.float64)
+    if numerical.size == 0:
+        return 0.0
+    # Scale before squaring so that huge or tiny gradients neither overflow nor
+    # underflow the norms.
+    scale = max(float(np.max(np.abs(numerical), initial=0.0)),
+                float(np.max(np.abs(analytic), initial=0.0)))
+    if scale == 0.0:
+        return 0.0
+    if not np.isfinite(scale):
+        return float("nan")
+    diff = np.linalg.norm((numerical - analytic) / scale)
+    total = np.linalg.norm(numerical / scale) + np.linalg.norm(analytic / scale)
+    return float(diff / total)
+
+
+def rounding_noise(center: float | None, *sides: np.ndarray | None,
+                   unit_roundoff: float) -> np.ndarray:
+    """delta_i, the absolute noise of one loss evaluation around component i (note 2)."""
+    values = [np.abs(s) for s in sides if s is not None]
+    scale = values[0].copy() if values else None
+    for v in values[1:]:
+        np.maximum(scale, v, out=scale)
+    if center is not None and np.isfinite(center):
+        scale = np.maximum(scale, abs(center)) if scale is not None else np.array([abs(center)])
+    with np.errstate(invalid="ignore"):
+        return C_ROUND * unit_roundoff * np.where(np.isfinite(scale), scale, 0.0)
