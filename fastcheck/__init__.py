@@ -4,19 +4,25 @@ Public API
 ----------
 check_grad
     Check a hand-written gradient; returns a GradCheckResult (verdict, report,
-    per-parameter breakdown, worst components by name).
+    per-parameter breakdown, worst components by name).  mode="directional"
+    checks a model of any size along random directions and localises the wrong
+    components; mode="sample" checks k components per parameter.
+LongCheckWarning
+    Emitted when a check is estimated to take long (warn_seconds=).
 numerical_grad
     The numerical gradient of a loss, perturbing parameters in place in C.
 """
 
 from fastcheck._check import check_grad
 from fastcheck._numerical import numerical_grad
+from fastcheck._progress import LongCheckWarning
 from fastcheck._result import Component, GradCheckResult, ParameterReport
 from fastcheck._version import __version__
 
 __all__ = [
     "Component",
     "GradCheckResult",
+    "LongCheckWarning",
     "ParameterReport",
     "__version__",
     "check_grad",

@@ -27,6 +27,7 @@ import numpy as np
 
 from fastcheck import _kernel
 from fastcheck._evaluate import (
+    METHODS,
     RawEvaluations,
     check_eps,
     check_loss,
@@ -36,14 +37,21 @@ from fastcheck._evaluate import (
     unit_roundoff,
 )
 from fastcheck._params import ParamLayout, as_layout
+from fastcheck._progress import (
+    check_progress,
+    check_warn_seconds,
+    progress_reporter,
+    warn_if_long,
+)
 from fastcheck._result import GradCheckResult, build_result
+from fastcheck._sample import check_c_loss_for_mode, check_mode_options, run_partial
 from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, rounding_noise, tiers_for
 
 __all__ = ["check_grad"]
 
 _S = ComponentStatus
 CHECK_METHODS = ("central", "forward", "backward", "central4", "complex")
-MODES = ("full",)
+MODES = ("full", "directional", "sample")
 # Suspects are evaluated again at h / REFINE, h / REFINE**2, ... (at most
 # REFINE_LEVELS times, two evaluations each, and only while undecided).
 REFINE = 4.0
@@ -254,10 +262,14 @@ def check_grad(
     eps: float | None = None,
     method: str = "central",
     mode: str = "full",
+    k: int | float | None = None,
+    max_evals: int | None = None,
+    seed: int | None = None,
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     threads: int = 1,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    warn_seconds: float | None = 60.0,
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -278,8 +290,25 @@ def check_grad(
     method : {"central", "forward", "backward", "central4", "complex"}
         The difference formula.  Central (default) is the best value: its
         evaluations also give the one-sided slopes for the noise and kink tests.
-    mode : {"full"}
-        Which components to check.
+    mode : {"full", "directional", "sample"}
+        Which components to check.  "full": every component (2 evaluations each
+        for central differences).  "directional": each parameter along random
+        directions, 2 evaluations per direction whatever its size; a failing
+        parameter is then localised by splitting it in halves until the wrong
+        components are isolated and checked one by one (about 2 log2(n)
+        evaluations per wrong component), within `max_evals`.  "sample": `k`
+        components per parameter, drawn at random and checked one by one.
+    k : int or float, optional
+        mode="sample": components per parameter (an int, at most the size of the
+        smallest parameter), or a fraction of each parameter (a float in (0, 1]).
+        Default: 32, or all of a smaller parameter.
+    max_evals : int, optional
+        mode="directional": the most loss evaluations to spend, everything
+        included (default 400, more for models with many parameter arrays).  The
+        result says what the budget did not cover.
+    seed : int, optional
+        Seed of the random directions / samples; the one used is in
+        ``result.extra["seed"]``.
     before_eval : callable, optional
         Called with no argument before every loss evaluation, e.g. to reset a
         random seed so that a loss with dropout becomes deterministic.
@@ -289,8 +318,17 @@ def check_grad(
         components that pass).  False: judge from the first evaluations alone.
     threads : int
         Worker threads (C losses only).
-    progress : callable, optional
-        ``progress(done, total)``, called periodically from the kernel.
+    progress : bool or callable, optional
+        None (default): a progress bar on stderr when it is a terminal and the
+        check is estimated to take over 2 s (tqdm when installed).  True / False:
+        always / never.  A callable: ``progress(done, total)``, called
+        periodically from the kernel (components; evaluations for
+        mode="directional").
+    warn_seconds : float or None
+        When the check is estimated (time of one loss evaluation × planned
+        evaluations) to take longer than this, emit a
+        :class:`fastcheck.LongCheckWarning` saying how long, with a cheaper mode.
+        None: never.
 
     Returns
     -------
@@ -306,15 +344,19 @@ def check_grad(
     Exception
         Whatever the loss raised, unchanged, after the parameters were restored.
     """
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    check_c_loss_for_mode(loss, params, mode)
     check_loss(loss)
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    progress = check_progress(progress)
+    warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):
         raise TypeError("before_eval must be callable with no arguments, got "
                         f"{type(before_eval).__name__}")
     layout = as_layout(params)
+    options = check_mode_options(mode, layout, method, k=k, max_evals=max_evals, seed=seed)
     analytic = analytic_gradient(grad, layout)
 
     if before_eval is not None:
@@ -333,9 +375,11 @@ def check_grad(
     extra_notes: list[str] = []
     try:
         # Step 3: determinism probes.
-        probes = []
+        probes, probe_seconds = [], []
         for _ in range(2):
+            probe_seconds.append(time.perf_counter())
             returned = loss(layout.params)
+            probe_seconds[-1] = time.perf_counter() - probe_seconds[-1]
             probes.append(_kernel.loss_value(returned))
             evaluations += 1
             changed = layout.changed_since(snapshot)
@@ -368,9 +412,26 @@ def check_grad(
                 layout, analytic, probes, spread, evaluations, time.perf_counter() - started,
                 eps_text, method, mode, "in two calls before the check")
 
+        if mode != "full":
+            result = run_partial(
+                options, loss, layout, analytic, center=probes[0], unit=unit, tiers=tiers,
+                method=method, step=step, relative=relative, refine=refine, threads=threads,
+                evaluations=evaluations, seconds_per_eval=min(probe_seconds),
+                progress=progress, warn_seconds=warn_seconds, eps_text=eps_text,
+                notes=extra_notes, started=started)
+            return _finish_partial(result, loss, layout, analytic, snapshot, probes, unit,
+                                   started)
+
         # Step 4: the kernel.
-        raw = run_kernel(loss, layout, method, eps=step, relative=relative, threads=threads,
-                         progress=progress)
+        estimate = warn_if_long(
+            min(probe_seconds), layout.size * METHODS[method].evals_per_component,
+            what=f"a full check of {layout.size:,} components", warn_seconds=warn_seconds,
+            suggestion="mode='directional' checks every parameter and finds wrong "
+                       "components in a few hundred evaluations (max_evals=).")
+        with progress_reporter(progress, total=layout.size, estimate=estimate,
+                               unit="components") as report:
+            raw = run_kernel(loss, layout, method, eps=step, relative=relative,
+                             threads=threads, progress=report)
         evaluations += raw.calls
         probes.append(_kernel.loss_value(loss(layout.params)))
         evaluations += 1
@@ -441,3 +502,26 @@ def _notes(layout: ParamLayout, status: np.ndarray, suspects: int, refined: bool
         notes.append("parameters of mixed dtypes: the verdict uses the bounds of the least "
                      "precise one")
     return notes
+
+
+def _finish_partial(result: GradCheckResult, loss: Callable, layout: ParamLayout,
+                    analytic: np.ndarray, snapshot: list[np.ndarray], probes: list[float],
+                    unit: float, started: float) -> GradCheckResult:
+    """The checks a full check makes after the kernel, for a partial mode's result:
+    J(theta) once more (determinism), and the parameters unchanged."""
+    evaluations = result.evaluations + 1
+    probes.append(_kernel.loss_value(loss(layout.params)))
+    args = (evaluations, time.perf_counter() - started, result.eps, result.method,
+            result.mode)
+    changed = layout.changed_since(snapshot)
+    if changed:
+        layout.restore(snapshot)
+        return _invalid_result(
+            layout, analytic, f"the parameters {changed} changed during the check: the loss "
+            "modifies them (they were restored). No verdict on the gradient", *args)
+    same, spread = _loss_is_deterministic(probes, unit)
+    if not same:
+        return _nondeterministic_result(layout, analytic, probes, spread, *args,
+                                        "before, during and after the check")
+    result.evaluations, result.seconds = args[0], args[1]
+    return result
