@@ -91,7 +91,7 @@ def minimum_evals(blocks: int) -> int:
 
 def check_max_evals(max_evals: Any, layout: Any) -> int:
     """Validate max_evals for `layout`; None gives the default (note 8)."""
-    blocks = len(layout.arrays)
+    blocks = sum(1 for a in layout.arrays if a.size)
     least = minimum_evals(blocks)
     depth = max(1, math.ceil(math.log2(max(2, max(a.size for a in layout.arrays)))))
     if max_evals is None:
@@ -502,7 +502,7 @@ class _Directional:
         order = []
         try:
             for b in self.blocks:
-                for j in range(DIRECTIONS):
+                for j in range(DIRECTIONS if b.size else 0):
                     order.append((b, j))
             for b, j in order:
                 self.test(b, j)
@@ -582,13 +582,14 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
         rel = _directional_error(b.tests)
         all_tests += b.tests
         statuses = [t.status for t in b.tests]
-        unsure = (len(b.tests) < DIRECTIONS or "undecided" in statuses
+        unsure = b.size > 0 and (len(b.tests) < DIRECTIONS or "undecided" in statuses
                   or "nonfinite" in statuses)
         bad = b.failed or wrong_here.size > 0 or bool(b.residual)
         verdict = "wrong" if b.throughout else _block_verdict(
             rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure)
         label = ("wrong throughout" if b.throughout else "wrong" if bad
-                 else "not tested" if not b.tests else "undecided" if unsure
+                 else "empty" if not b.size else "not tested" if not b.tests
+                 else "undecided" if unsure
                  else "pass")
         per_block[b.name] = {
             "status": label, "relative_error": rel, "directions": len(b.tests),
@@ -596,7 +597,8 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
             "tests": [t.as_dict() for t in b.tests],
             "wrong": layout.names_of(b.offset + wrong_here[:20]),
         }
-        reports.append(replace(report, relative_error=rel, verdict=verdict))
+        reports.append(replace(report, relative_error=rel, verdict=verdict) if b.size
+                       else report)
         lines += _block_notes(work, b, wrong_here, st)
 
     rel = _directional_error(all_tests)
@@ -693,7 +695,8 @@ def _block_notes(work: _Directional, b: _Block, wrong_here: np.ndarray,
     if any(t.status == "nonfinite" for t in b.tests):
         lines.append(f"{b.name}: the loss is not finite at θ ± h·v along a random "
                      "direction: this parameter could not be checked")
-    if any(t.status == "undecided" for t in b.tests) or len(b.tests) < DIRECTIONS:
+    if any(t.status == "undecided" for t in b.tests) or (
+            b.size > 0 and len(b.tests) < DIRECTIONS):
         lines.append(f"{b.name}: max_evals ran out before its directional test was "
                      "decided")
     if b.uncovered:

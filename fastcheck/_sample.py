@@ -100,18 +100,19 @@ def _k_per_block(k: Any, layout: ParamLayout) -> tuple[int, ...]:
         if not (0.0 < value <= 1.0):
             raise ValueError(f"k={k!r}: a float k is the fraction of each parameter to "
                              "sample and must be in (0, 1]; for a count pass an int")
-        return tuple(max(1, math.ceil(value * s)) for s in sizes)
+        return tuple(max(1, math.ceil(value * s)) if s else 0 for s in sizes)
     count = int(k)
     if count < 1:
         raise ValueError(f"k must be >= 1 (components per parameter), got {k!r}")
-    too_small = [(name, s) for name, s in zip(layout.names, sizes, strict=True) if count > s]
+    too_small = [(name, s) for name, s in zip(layout.names, sizes, strict=True)
+                 if count > s > 0]
     if too_small:
         listed = ", ".join(f"{name!r} has {s}" for name, s in too_small)
         raise ValueError(
             f"k={count} is larger than a parameter block: {listed} component(s). k counts "
             "components drawn from every parameter; pass k <= "
             f"{min(s for _, s in too_small)}, or a fraction such as k=0.1")
-    return tuple(count for _ in sizes)
+    return tuple(count if s else 0 for s in sizes)
 
 
 def check_mode_options(mode: str, layout: ParamLayout, method: str, *, k: Any = None,

@@ -387,3 +387,21 @@ def test_loss_returning_float32_uses_its_resolution():
     r = check_grad(loss, model.grad(model.params), model.params, mode="directional", seed=0)
     assert r.passed
     assert r.tiers.dtype == "float32"
+
+
+def test_empty_parameter_is_skipped():
+    params = {"a": np.ones(5), "e": np.zeros((0, 3)), "b": np.arange(3.0)}
+
+    def loss(p):
+        return float(np.sum(p["a"] ** 2) + np.sum(p["b"] ** 3))
+
+    g = {"a": 2 * params["a"], "e": np.zeros((0, 3)), "b": 3 * params["b"] ** 2}
+    loss = counting(loss)
+    r = check_grad(loss, g, params, mode="directional", seed=0)
+    assert r.passed and r.evaluations == loss.calls[0] == 2 + 8 + 1
+    assert r.extra["directional"]["e"]["status"] == "empty"
+    assert next(p for p in r.parameters if p.name == "e").verdict == "not checked"
+    g["b"][1] += 1
+    assert wrong_names(check_grad(loss, g, params, mode="directional", seed=0)) == {"b[1]"}
+    r = check_grad(loss, g, params, mode="sample", k=3, seed=0)
+    assert [p.checked for p in r.parameters] == [3, 0, 3]
