@@ -15,6 +15,9 @@ The steps, in order (each has a reason):
 5. The noise model (see _verdict) marks suspects without further evaluations; only
    suspects are evaluated again at h / 4 to tell bugs from noise, truncation and
    kinks.
+
+mode="directional" and mode="sample" branch off after step 3 (see _directional
+and _sample); their components checked one by one go through steps 4 and 5.
 """
 
 from __future__ import annotations

@@ -288,7 +288,7 @@ class _Directional:
         if check.remaining < 2:
             raise BudgetExhausted
         saved = b.access.get(lo, hi)
-        x = saved.astype(np.float64)
+        x = saved.astype(np.float64, copy=False)
         v = b.dirs[j][lo:hi]
         plus, minus = x + h * v, x - h * v
         if b.array.dtype != np.float64:   # what the parameter's dtype represents
@@ -305,8 +305,9 @@ class _Directional:
         if touched:
             raise ParamsModified(b.name)
         self.measurements += 1
-        w = (plus.astype(np.float64, copy=False) - minus.astype(np.float64, copy=False)) / (2 * h)
-        g = float(np.dot(b.g[lo:hi], w))
+        # <g, w> with w = (plus - minus) / 2h, the direction the dtype represented
+        w = np.subtract(plus, minus, dtype=np.float64)
+        g = float(np.dot(b.g[lo:hi], w)) / (2 * h)
         j0 = check.center
         with np.errstate(all="ignore"):
             d = (jp - jm) / (2 * h)
@@ -619,9 +620,11 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
                  "derivative of its whole parameter could go unseen (mode='full' checks "
                  "each component)")
     out_notes = [*notes, head, *lines]
-    if check.evaluations >= (check.max_evals or math.inf) - 1:
-        out_notes.append(f"max_evals={check.max_evals} was reached: see above for what was "
-                         "not covered")
+    if any(b.uncovered or any(t.status == "undecided" for t in b.tests)
+           or (b.size and len(b.tests) < DIRECTIONS) for b in work.blocks):
+        total = check.max_evals + 1 if check.max_evals is not None else None
+        out_notes.append(f"max_evals={total} was not enough to finish: see above for what "
+                         "was not covered")
     out_notes += _notes(layout, status, 0, False)
     if check.phases.get("unrefined"):
         out_notes.append(f"{check.phases['unrefined']} suspect component(s) could not be "

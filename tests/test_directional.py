@@ -269,6 +269,7 @@ def test_budget_too_small_for_localisation_says_what_is_uncovered():
     uncovered = r.extra["localisation"]["uncovered"]
     assert uncovered and uncovered[0]["parameter"] == "W"
     assert any("max_evals" in n and "not localised" in n for n in r.notes)
+    assert "max_evals=30 was not enough to finish" in r.notes[-1]
 
 
 def test_max_evals_is_never_exceeded():
