@@ -421,21 +421,28 @@ class _Directional:
                 b.known_noise[int(i) - b.offset] = float(s_i) if math.isfinite(s_i) else 0.0
 
     def check_leaves(self, nodes: list[_Node]) -> list[_Node]:
-        """Check the components of small ranges one by one; return those the budget
-        did not allow."""
-        flat = []
-        for node in nodes:
-            for i in range(node.lo, node.hi):
-                if self.status[node.b.offset + i] == _S.NOT_CHECKED:
-                    flat.append(node.b.offset + i)
-        if not flat:
+        """Check the components of small ranges one by one (in one kernel run when
+        the budget allows, else range by range); return the ranges left over."""
+        def todo(node: _Node) -> list[int]:
+            return [node.b.offset + i for i in range(node.lo, node.hi)
+                    if self.status[node.b.offset + i] == _S.NOT_CHECKED]
+
+        flat = np.array(sorted({i for node in nodes for i in todo(node)}), dtype=np.intp)
+        if flat.size == 0:
             return []
-        flat_arr = np.array(sorted(set(flat)), dtype=np.intp)
         try:
-            self.record(flat_arr, *self.check.check_components(flat_arr, "components"))
+            self.record(flat, *self.check.check_components(flat, "components"))
+            return []
         except BudgetExhausted:
-            return nodes
-        return []
+            pass
+        left = []
+        for node in nodes:
+            one = np.array(todo(node), dtype=np.intp)
+            try:
+                self.record(one, *self.check.check_components(one, "components"))
+            except BudgetExhausted:
+                left.append(node)
+        return left
 
     def throughout(self, b: _Block, parts: int, failing: int) -> bool:
         """Note 6: sample the block; True when it is wrong throughout."""
