@@ -258,15 +258,15 @@ class GradCheckResult:
                     f"({self.method}, {self.mode})")
         head = (f"gradient check {self.verdict.upper()}: relative error "
                 f"{self.relative_error:.2e}")
-        parts = [f"{self.n_checked} of {self.status.size} components checked"
-                 if self.n_checked < self.status.size else f"{self.status.size} components"]
+        parts = [f"{self.n_checked:,} of {self.status.size:,} components checked"
+                 if self.n_checked < self.status.size else f"{self.status.size:,} components"]
         if self.n_wrong:
-            parts.append(f"{self.n_wrong} wrong")
+            parts.append(f"{self.n_wrong:,} wrong")
         if self.n_kinks:
-            parts.append(f"{self.n_kinks} at kinks")
+            parts.append(f"{self.n_kinks:,} at kinks")
         nonfinite = self._count(_S.NONFINITE_LOSS)
         if nonfinite:
-            parts.append(f"{nonfinite} not finite")
+            parts.append(f"{nonfinite:,} not finite")
         return f"{head} ({', '.join(parts)}; {self.method}, {self.mode})"
 
     def _blame(self) -> str | None:
@@ -278,9 +278,12 @@ class GradCheckResult:
         if not bad:
             return None
         good = [p for p in self.parameters if p not in bad]
-        said = ", ".join(f"{p.name} is {p.verdict if p.verdict != 'ok' else 'wrong'} "
-                         f"(relative error {p.relative_error:.1e}, {p.wrong} of "
-                         f"{p.checked} components wrong)" for p in bad)
+        said = ", ".join(
+            f"{p.name} is {p.verdict if p.verdict != 'ok' else 'wrong'} "
+            f"(relative error {p.relative_error:.1e}"
+            + (f", {p.wrong:,} of {p.checked:,} checked components wrong)" if p.checked
+               else ")")
+            for p in bad)
         if good:
             tiers = sorted({p.verdict for p in good}, key=TIERS.index)
             rest = "every other parameter is " + " or ".join(tiers)
@@ -312,7 +315,7 @@ class GradCheckResult:
                     [[c.name, f"{c.numerical:.6e}", f"{c.analytic:.6e}", f"{c.abs_diff:.2e}",
                       f"{c.rel_diff:.2e}", f"{c.noise:.1e}", c.status] for c in worst]))
         lines.append("")
-        lines.append(f"{self.evaluations} loss evaluations in {self.seconds:.3g} s; "
+        lines.append(f"{self.evaluations:,} loss evaluations in {self.seconds:.3g} s; "
                      f"step {self.eps} ({self.method})")
         if self.tiers is not None:
             t = self.tiers
