@@ -35,6 +35,7 @@ from fastcheck._evaluate import (
     check_eps,
     check_loss,
     check_method,
+    check_step_resolution,
     default_eps,
     run_kernel,
     unit_roundoff,
@@ -59,6 +60,7 @@ MODES = ("full", "directional", "sample")
 # REFINE_LEVELS times, two evaluations each, and only while undecided).
 REFINE = 4.0
 REFINE_LEVELS = 4
+UPWARD_LEVELS = 2
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -182,7 +184,8 @@ def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, unit: f
 def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.ndarray,
                 analytic: np.ndarray, unit: float, floor_rel: float,
                 threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Re-examine suspects at steps h/4, h/16, ...: bug, noise, truncation or kink?
+    """Re-examine suspects at steps h/4, h/16, ... (or 4h, 16h when rounding limits
+    them): bug, noise, truncation or kink?
 
     See _verdict note 4.  `idx` are positions in `raw`; `analytic` is restricted to
     them.  Each level evaluates only the components still undecided (two
@@ -207,9 +210,16 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
     noise = np.full(n, np.inf)
     status = np.full(n, _S.OK, dtype=np.int8)
     todo = np.arange(n)
+    # Which way to go: smaller steps shrink truncation and reveal kinks, but their
+    # rounding grows as 1/h.  When a step REFINE times smaller would already drown
+    # the miss in rounding, the suspect is rounding-limited: go to larger steps.
+    with np.errstate(all="ignore"):
+        rounding0 = rounding_noise(center, p, m, unit_roundoff=unit) / h
+        upward = KAPPA * REFINE * rounding0 >= 0.5 * np.abs(numerical - analytic)
+    factor = np.where(upward, REFINE, 1 / REFINE)
     for level in range(1, REFINE_LEVELS + 1):
         new = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=flat[todo],
-                         eps_each=h[todo] / REFINE, with_center=False, threads=threads)
+                         eps_each=h[todo] * factor[todo], with_center=False, threads=threads)
         evaluations += new.calls
         h1, p1, m1 = h[todo], p[todo], m[todo]
         h2, p2, m2 = new.step, new.plus, new.minus
@@ -235,16 +245,19 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
             kink_ok = (g >= np.minimum(up2, down2) - tol) & (g <= np.maximum(up2, down2) + tol)
             # Richardson extrapolation over the two steps removes the h**2 term.
             richardson = d2 + (d2 - d1) / ((h1 / h2) ** 2 - 1)
-            rounding = 1.1 * delta / h2
+            rounding = 1.1 * delta / np.minimum(h1, h2)
             miss = np.abs(richardson - g)
             fine = miss <= KAPPA * (rounding + resolve) + floor
             stable_wrong = ~fine & (resolve <= 0.1 * miss)
             finite = np.isfinite(richardson)
         decided = kink | fine | stable_wrong | ~finite
         last = level == REFINE_LEVELS
-        # Going further only helps while the next step's rounding stays well below
-        # the miss; past that the arithmetic cannot resolve it: leave it as fine.
-        hopeless = REFINE * rounding * KAPPA >= miss
+        # Going down only helps while the next step's rounding stays well below the
+        # miss; past that the arithmetic cannot resolve it: leave it as fine.  Going
+        # up, truncation grows 16x per level: stop after UPWARD_LEVELS.
+        going_up = upward[todo]
+        hopeless = np.where(going_up, level >= UPWARD_LEVELS,
+                            REFINE * rounding * KAPPA >= miss)
         decided |= last | hopeless
         here = todo[decided]
         st = np.where(kink, np.where(kink_ok, _S.KINK, _S.WRONG),
@@ -362,6 +375,7 @@ def check_grad(
         raise TypeError("before_eval must be callable with no arguments, got "
                         f"{type(before_eval).__name__}")
     layout = as_layout(params)
+    check_step_resolution(layout, eps, method)
     options = check_mode_options(mode, layout, method, k=k, max_evals=max_evals, seed=seed)
     analytic = analytic_gradient(grad, layout)
 

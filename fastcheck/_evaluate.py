@@ -263,6 +263,30 @@ def check_eps(eps: Any) -> float | None:
     return value
 
 
+def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -> None:
+    """Refuse an absolute step that vanishes next to some component.
+
+    The kernel divides by the represented step ``(x + eps) - x``; when eps is below
+    half an ulp of x that step is 0 and the quotient 0/0.  Checked once, vectorised,
+    before anything is evaluated.  (Default steps are relative and cannot vanish.)
+    """
+    if eps is None or method == "complex":
+        return  # complex step perturbs the imaginary part, which starts at 0
+    for name, array in zip(layout.names, layout.arrays):
+        if array.size == 0:
+            continue
+        values = array.ravel()
+        vanished = (values + array.dtype.type(eps)) - values == 0
+        if vanished.any():
+            where = int(np.flatnonzero(vanished)[0])
+            component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)
+            raise ValueError(
+                f"eps={eps:g} is below the resolution of parameter {name!r} at {component} "
+                f"(value {values[where]!r}, {array.dtype}): the step (x + eps) - x rounds "
+                "to 0. Use a larger eps, or the default (eps=None), which scales the step "
+                "with |x| and the dtype")
+
+
 def check_method(method: Any, allowed: tuple[str, ...] | None = None) -> str:
     """Validate a method name against :data:`METHODS` (or `allowed`)."""
     names = allowed or tuple(METHODS)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastcheck._evaluate import check_eps, check_loss, check_method, run_kernel
+from fastcheck._evaluate import (
+    check_eps,
+    check_loss,
+    check_method,
+    check_step_resolution,
+    run_kernel,
+)
 from fastcheck._params import as_layout
 
 __all__ = ["numerical_grad"]
@@ -72,5 +78,6 @@ def numerical_grad(
     method = check_method(method, NUMERICAL_GRAD_METHODS)
     eps = check_eps(eps)
     layout = as_layout(params)
+    check_step_resolution(layout, eps, method)
     raw = run_kernel(loss, layout, method, eps=eps)
     return layout.unflatten(raw.derivative())

@@ -141,16 +141,9 @@ def _unaligned():
     return view, buffer
 
 
-BUG_LAYOUT_AFTER_PROBES = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_grad validates the memory layout (stride 0, alignment) only in "
-           "run_kernel -> kernel_groups -> _memory_runs, after the two determinism "
-           "probes have already called the loss")
-
-
 @pytest.mark.parametrize(
     "function",
-    ["numerical_grad", pytest.param("check_grad", marks=BUG_LAYOUT_AFTER_PROBES)],
+    ["numerical_grad", "check_grad"],
 )
 def test_writeable_stride0_view_is_rejected_before_any_evaluation(function):
     view, base = _writeable_stride0()
@@ -160,7 +153,7 @@ def test_writeable_stride0_view_is_rejected_before_any_evaluation(function):
 
 @pytest.mark.parametrize(
     "function",
-    ["numerical_grad", pytest.param("check_grad", marks=BUG_LAYOUT_AFTER_PROBES)],
+    ["numerical_grad", "check_grad"],
 )
 def test_unaligned_array_is_rejected_before_any_evaluation(function):
     view, _ = _unaligned()
@@ -169,7 +162,6 @@ def test_unaligned_array_is_rejected_before_any_evaluation(function):
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_stride0_and_unaligned_are_value_errors(function):
-    # the errors themselves (whether or not the loss ran first, see the xfails above)
     view, base = _writeable_stride0()
     before = base.tobytes()
     with pytest.raises(ValueError, match="stride of 0"):
@@ -182,11 +174,6 @@ def test_stride0_and_unaligned_are_value_errors(function):
     assert unaligned.tobytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an array whose elements alias each other through non-zero strides "
-           "(as_strided(base, (3, 2), (8, 8))) is accepted; only stride 0 is detected, "
-           "so perturbing one element moves another and the gradient is silently wrong")
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_self_overlapping_strided_view_is_rejected(function):
     base = np.array([1.0, 2.0, 3.0, 4.0])
@@ -346,11 +333,6 @@ def test_grad_not_matching_params_dict(grad, exc_type, fragments):
     assert_rejected("check_grad", make_dict(), exc_type, *fragments, grad=grad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG?: an integer gradient array is accepted (ParamLayout.flatten allows dtype kinds "
-           "'fiu') although the error for other dtypes says 'expected a real "
-           "floating-point array'")
 def test_integer_grad_is_rejected():
     grad = {"W": np.zeros((2, 3), dtype=np.int64), "b": np.zeros(2)}
     assert_rejected("check_grad", make_dict(), TypeError, "'W'", "int64", grad=grad)

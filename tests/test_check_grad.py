@@ -79,10 +79,12 @@ def test_verdict_for_a_uniform_relative_error_float64(r, verdict, passed, seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ok_is_reached_when_the_arithmetic_cannot_resolve_more(seed):
-    # float32: a 0.5 % error is in the "ok" band (5.5e-3) and within the noise of
-    # every component, so nothing is confirmed wrong and the verdict stays "ok".
+    # float32: a 0.2 % error (relative error 1e-3) is in the "ok" band (5.5e-3) and
+    # within the noise of every component, even at the 4x and 16x larger steps that
+    # rounding-limited suspects are re-evaluated at, so nothing is confirmed wrong
+    # and the verdict stays "ok".  (At 0.5 % some components become resolvable.)
     theta = np.random.default_rng(seed).standard_normal(6).astype(np.float32)
-    result = check_grad(smooth_loss, smooth_grad(theta) * (1 + 5e-3), theta)
+    result = check_grad(smooth_loss, smooth_grad(theta) * (1 + 2e-3), theta)
     assert result.verdict == "ok", str(result)
     assert result.passed
     assert result.tiers.excellent < result.relative_error <= result.tiers.ok
@@ -577,12 +579,6 @@ def test_float32_single_bug_is_flagged_by_the_first_look():
     assert result.indices("wrong").tolist() == [7]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: second_look re-judges a float32 suspect only at h/4, h/16, ...: its "
-           "estimated rounding 1.1*32*u*|J|/(h/4) (0.054 here, J = 25) grows as h shrinks, "
-           "so a component 0.1 off (numerical 1.5311, plain central error ~1e-4, flagged "
-           "by the first look) is declared 'ok' and the check passes with verdict 'ok'")
 def test_float32_single_bug_is_not_cleared_by_refinement():
     loss, grad, theta = _float32_one_component_off()
     result = check_grad(loss, grad, theta)
@@ -590,12 +586,6 @@ def test_float32_single_bug_is_not_cleared_by_refinement():
     assert result.indices("wrong").tolist() == [7]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an eps below the resolution of a parameter gives a represented step "
-           "h = (x + eps) - x = 0, so 0/0 = NaN, and check_grad then reports 'the loss "
-           "returned NaN or inf around 3 component(s)' although the loss was finite "
-           "everywhere; the step is never mentioned")
 def test_eps_too_small_for_the_dtype_is_not_blamed_on_the_loss():
     theta = np.array([1.0, 2.0, 3.0], dtype=np.float32)
 
