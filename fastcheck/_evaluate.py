@@ -79,7 +79,7 @@ def default_eps(dtype: Any, method: str = "central") -> float:
     The step of component i is ``eps * max(1, |theta_i|)``.  ``eps`` balances the
     truncation error of the formula (order p) against the rounding error of the
     loss, u / h: the optimum is about ``u ** (1 / (p + 1))``.  For float64 this is
-    4.8e-6 (central), 1.1e-8 (forward, backward) and 6.9e-4 (central4); for float32
+    4.8e-6 (central), 1.1e-8 (forward, backward) and 6.4e-4 (central4); for float32
     3.9e-3, 2.4e-4 and 3.6e-2.  Complex step has no rounding term and uses 1e-20.
     """
     m = METHODS[method]
