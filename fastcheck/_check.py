@@ -29,6 +29,7 @@ from fastcheck import _kernel
 from fastcheck._evaluate import (
     METHODS,
     RawEvaluations,
+    WithBeforeEval,
     check_eps,
     check_loss,
     check_method,
@@ -36,6 +37,7 @@ from fastcheck._evaluate import (
     run_kernel,
     unit_roundoff,
 )
+from fastcheck._executor import check_executor
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, rounding_noise, tiers_for
@@ -259,6 +261,7 @@ def check_grad(
     refine: bool = True,
     threads: int = 1,
     progress: Callable[[int, int], Any] | None = None,
+    executor: Any = None,
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -292,6 +295,16 @@ def check_grad(
         Worker threads (C losses only).
     progress : callable, optional
         ``progress(done, total)``, called periodically from the kernel.
+    executor : concurrent.futures.Executor, optional
+        Spread the evaluations over this executor's workers (processes or machines:
+        ``ProcessPoolExecutor(n)``, or dask.distributed's
+        ``Client(...).get_executor()``).  The components are split into shards;
+        each worker runs the C kernel on its own copy of the parameters, so the
+        result is identical to a serial run and the caller's arrays are not
+        perturbed by the workers.  The loss and the parameters must be picklable
+        (a module-level function; cloudpickle, when installed, also takes lambdas
+        and closures), and the loss must read the parameters from its argument.
+        A C loss cannot cross processes: use `threads` for it.
 
     Returns
     -------
@@ -315,15 +328,12 @@ def check_grad(
     if before_eval is not None and not callable(before_eval):
         raise TypeError("before_eval must be callable with no arguments, got "
                         f"{type(before_eval).__name__}")
+    check_executor(executor, loss, threads)
     layout = as_layout(params)
     analytic = analytic_gradient(grad, layout)
 
     if before_eval is not None:
-        user_loss = loss
-
-        def loss(p: Any) -> Any:
-            before_eval()
-            return user_loss(p)
+        loss = WithBeforeEval(loss, before_eval)
 
     started = time.perf_counter()
     eps_text = _eps_rule(layout, method, eps)
@@ -371,7 +381,7 @@ def check_grad(
 
         # Step 4: the kernel.
         raw = run_kernel(loss, layout, method, eps=step, relative=relative, threads=threads,
-                         progress=progress)
+                         progress=progress, executor=executor)
         evaluations += raw.calls
         probes.append(_kernel.loss_value(loss(layout.params)))
         evaluations += 1

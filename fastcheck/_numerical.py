@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastcheck._evaluate import check_eps, check_loss, check_method, run_kernel
+from fastcheck._executor import check_executor
 from fastcheck._params import as_layout
 
 __all__ = ["numerical_grad"]
@@ -19,6 +20,7 @@ def numerical_grad(
     *,
     eps: float | None = None,
     method: str = "central",
+    executor: Any = None,
 ) -> Any:
     """The numerical gradient of ``loss(params)`` by finite differences.
 
@@ -46,6 +48,10 @@ def numerical_grad(
         central4: the five-point stencil, O(h⁴), 4 evaluations.  complex:
         ``Im J(θ + ih) / h`` on complex copies of the parameters (the loss must
         accept complex input), exact to rounding, 1 evaluation.
+    executor : concurrent.futures.Executor, optional
+        Evaluate the components in shards on this executor's workers, each on its
+        own copy of the parameters; the result is identical to a serial run (see
+        :func:`fastcheck.check_grad`).
 
     Returns
     -------
@@ -71,6 +77,7 @@ def numerical_grad(
     check_loss(loss)
     method = check_method(method, NUMERICAL_GRAD_METHODS)
     eps = check_eps(eps)
+    check_executor(executor, loss)
     layout = as_layout(params)
-    raw = run_kernel(loss, layout, method, eps=eps)
+    raw = run_kernel(loss, layout, method, eps=eps, executor=executor)
     return layout.unflatten(raw.derivative())
