@@ -1,0 +1,157 @@
+"""Scale-out benchmark: a full check of the MLP workload, serial vs executors.
+
+    python bench/bench_executor.py            # MLP.medium(): 19,990 parameters
+    python bench/bench_executor.py --quick    # MLP.small(): 1,002 parameters, one repeat
+
+Runs ``fastcheck.check_grad`` on the same workload (numpy loss and hand-written
+gradient from ``bench/workloads.py``) three ways:
+
+- serial, in this process;
+- ``executor=ProcessPoolExecutor(2)``;
+- ``executor=Client(LocalCluster(n_workers=2, threads_per_worker=1)).get_executor()``
+  (skipped when dask.distributed is not installed).
+
+Fairness: OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS are set to 1
+here, before numpy is imported, so the serial run and every worker use one BLAS
+thread each (the workers inherit the environment).  Pools and the cluster are
+started before the clock starts (start-up is reported separately for dask); each
+timing is the best of the repeats, because the machine is shared.  Every sharded
+result is compared with the serial one bit for bit (the numerical gradient, the
+noise estimates and the statuses), and the script fails if any differs.
+
+Columns: ``seconds`` (check_grad wall time), ``speedup`` (serial / this),
+``overhead`` (this − serial / workers: what the run costs beyond a perfect split),
+``efficiency`` (speedup / workers).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository root: fastcheck
+sys.path.insert(0, _HERE)  # bench/: workloads
+
+from workloads import MLP  # noqa: E402
+
+import fastcheck  # noqa: E402
+
+WORKERS = 2
+
+
+def _check(work: MLP, executor: Any = None) -> tuple[float, Any]:
+    params = work.make_params()
+    started = time.perf_counter()
+    result = fastcheck.check_grad(work.loss, work.grad, params, executor=executor)
+    return time.perf_counter() - started, result
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (np.array_equal(a.numerical_flat, b.numerical_flat)
+            and np.array_equal(a.noise_flat, b.noise_flat)
+            and np.array_equal(a.status, b.status) and a.verdict == b.verdict)
+
+
+def _best(work: MLP, executor: Any, repeats: int, reference: Any = None
+          ) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        seconds, result = _check(work, executor)
+        best = min(best, seconds)
+        if reference is not None and not _same(reference, result):
+            raise AssertionError("a sharded result differs from the serial one")
+    return best, result
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Time serial vs ProcessPoolExecutor(2) vs dask LocalCluster(2); return rows."""
+    work = MLP.small() if quick else MLP.medium()
+    repeats = 1 if quick else 3
+    rows: list[dict] = []
+    # Warm up imports and caches in this process.
+    _check(MLP.small())
+
+    serial_s, serial = _best(work, None, repeats)
+    rows.append({"engine": "serial", "workers": 1, "seconds": serial_s, "speedup": 1.0,
+                 "overhead": 0.0, "efficiency": 1.0, "startup": 0.0,
+                 "evaluations": serial.evaluations, "verdict": serial.verdict,
+                 "identical": True})
+
+    def add(engine: str, seconds: float, result: Any, startup: float) -> None:
+        speedup = serial_s / seconds
+        rows.append({"engine": engine, "workers": WORKERS, "seconds": seconds,
+                     "speedup": speedup, "overhead": seconds - serial_s / WORKERS,
+                     "efficiency": speedup / WORKERS, "startup": startup,
+                     "evaluations": result.evaluations, "verdict": result.verdict,
+                     "identical": _same(serial, result)})
+
+    started = time.perf_counter()
+    with ProcessPoolExecutor(WORKERS) as pool:
+        list(pool.map(abs, range(WORKERS)))  # start the workers
+        startup = time.perf_counter() - started
+        seconds, result = _best(work, pool, repeats, serial)
+    add("ProcessPoolExecutor(2)", seconds, result, startup)
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("dask.distributed not installed: skipping the dask rows", file=sys.stderr)
+        return rows
+    started = time.perf_counter()
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.wait_for_workers(WORKERS)
+        startup = time.perf_counter() - started
+        seconds, result = _best(work, client.get_executor(), repeats, serial)
+    add("dask LocalCluster(2×1)", seconds, result, startup)
+    return rows
+
+
+def _table(rows: list[dict], n: int, load: tuple[float, float, float]) -> str:
+    head = (f"full check_grad of MLP ({n} parameters), {WORKERS} workers, 1 BLAS thread "
+            f"each; {os.cpu_count()} CPUs, load average before the run "
+            f"{load[0]:.2f} (1 min)")
+    lines = [head, "",
+             "| engine | seconds | speed-up | overhead s | efficiency | start-up s | "
+             "identical |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['engine']} | {r['seconds']:.3f} | {r['speedup']:.2f}× | "
+                     f"{r['overhead']:+.3f} | {r['efficiency']:.0%} | {r['startup']:.2f} | "
+                     f"{'yes' if r['identical'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small MLP, one repeat")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    # A speed-up needs idle cores: other processes on the machine show in the load.
+    load = os.getloadavg()
+    rows = run(args.quick)
+    work = MLP.small() if args.quick else MLP.medium()
+    print(_table(rows, work.n, load))
+    if load[0] > 0.5:
+        print(f"note: the machine was busy (load {load[0]:.2f}): the speed-ups are lower "
+              "bounds", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0 if all(r["identical"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
