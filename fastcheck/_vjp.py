@@ -106,9 +106,13 @@ def _out_dtype(arr: np.ndarray) -> np.dtype:
     return arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
 
 
-def _call_unchanged(fn: Callable, args: tuple, layout: ParamLayout, what: str) -> Any:
-    """Call fn(*args) at the unperturbed parameters; it must not change them."""
+def _call_unchanged(fn: Callable, args: tuple, layout: ParamLayout, what: str,
+                    before_eval: Callable[[], Any] | None = None) -> Any:
+    """Call fn(*args) at the unperturbed parameters (after before_eval, so that a
+    seeded dropout mask is the same as in the evaluations); it must not change them."""
     snapshot = layout.snapshot()
+    if before_eval is not None:
+        before_eval()
     try:
         value = fn(*args)
     except Exception as exc:
@@ -233,16 +237,16 @@ def check_vjp(
     check_executor(executor, f)
     layout = as_layout(params)
 
-    if before_eval is not None:
-        before_eval()
-    y0 = _as_output(_call_unchanged(f, (layout.params,), layout, "f(params)"), "f(params)")
+    y0 = _as_output(_call_unchanged(f, (layout.params,), layout, "f(params)", before_eval),
+                    "f(params)")
     shape, dtype = y0.shape, _out_dtype(y0)
     rng = np.random.default_rng(seed)
     results = []
     for k in range(n_cotangents):
         u = rng.standard_normal(shape).astype(dtype)
         u64 = u.ravel().astype(np.float64)
-        grad = _call_unchanged(vjp, (layout.params, u), layout, "vjp(params, cotangent)")
+        grad = _call_unchanged(vjp, (layout.params, u), layout, "vjp(params, cotangent)",
+                               before_eval)
         try:
             layout.flatten(grad, what="vjp(params, cotangent)")
         except (TypeError, ValueError) as exc:
@@ -432,9 +436,8 @@ def check_jvp(
     def forward() -> np.ndarray:
         return _as_output(f(layout.params), "f(params)", shape).astype(np.float64)
 
-    if before_eval is not None:
-        before_eval()
-    y = _as_output(_call_unchanged(f, (layout.params,), layout, "f(params)"), "f(params)")
+    y = _as_output(_call_unchanged(f, (layout.params,), layout, "f(params)", before_eval),
+                   "f(params)")
     shape = y.shape
     unit = max(unit_roundoff(layout.lowest_precision), unit_roundoff(_out_dtype(y)))
     tiers = tiers_for(layout.lowest_precision if unit_roundoff(layout.lowest_precision)
@@ -462,7 +465,7 @@ def check_jvp(
             for eff in (eff1, eff2):
                 tangent = _as_params(layout, eff)
                 value = _call_unchanged(jvp, (layout.params, tangent), layout,
-                                        "jvp(params, tangent)")
+                                        "jvp(params, tangent)", before_eval)
                 g.append(_as_output(value, "jvp(params, tangent)", shape)
                          .astype(np.float64).ravel())
             ys = [p1.ravel(), m1.ravel(), p2.ravel(), m2.ravel()]
@@ -544,10 +547,8 @@ def check_hvp(
     def gradient() -> np.ndarray:
         return layout.flatten(grad(layout.params), what="grad(params)")
 
-    if before_eval is not None:
-        before_eval()
-    g0 = layout.flatten(_call_unchanged(grad, (layout.params,), layout, "grad(params)"),
-                        what="grad(params)")
+    g0 = layout.flatten(_call_unchanged(grad, (layout.params,), layout, "grad(params)",
+                                        before_eval), what="grad(params)")
     unit = unit_roundoff(layout.lowest_precision)
     tiers = tiers_for(layout.lowest_precision)
     h1, h2, eps_text = _steps(layout, eps)
@@ -571,7 +572,7 @@ def check_hvp(
         g = []
         for eff in (eff1, eff2):
             value = _call_unchanged(hvp, (layout.params, _as_params(layout, eff)), layout,
-                                    "hvp(params, v)")
+                                    "hvp(params, v)", before_eval)
             try:
                 g.append(layout.flatten(value, what="hvp(params, v)"))
             except (TypeError, ValueError) as exc:

@@ -281,6 +281,8 @@ def check_module(
         return np.float32(number) if value.dtype != torch.float64 else number
 
     def grad(params: Any) -> dict[str, np.ndarray]:
+        if before_eval is not None:  # the same random state as the evaluations
+            before_eval()
         with torch.enable_grad():
             value = scalar(loss_fn(module(*inputs)))
             grads = torch.autograd.grad(value, tensors, allow_unused=True)

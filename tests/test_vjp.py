@@ -117,6 +117,27 @@ def test_vjp_detects_dropout_left_on():
     assert r.verdict == "nondeterministic" and not r.passed
 
 
+def test_vjp_with_dropout_made_deterministic_by_before_eval():
+    """before_eval runs before every call, the backward's too: the same mask."""
+    params = make_params()
+    state = {}
+
+    def reseed():
+        state["rng"] = np.random.default_rng(7)
+
+    def mask():
+        return (state["rng"].random((8, 4)) < 0.8) / 0.8
+
+    def dropout_layer(p):
+        return layer(p) * mask()
+
+    def dropout_vjp(p, u):
+        return layer_vjp(p, u * mask())
+
+    r = fastcheck.check_vjp(dropout_layer, dropout_vjp, params, before_eval=reseed)
+    assert r.passed, r.report()
+
+
 def _module_layer(p):
     return layer(p)
 
