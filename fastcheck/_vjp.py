@@ -59,7 +59,7 @@ from fastcheck import _check
 from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
 from fastcheck._executor import check_executor
 from fastcheck._params import ParamLayout, as_layout
-from fastcheck._result import GradCheckResult, build_result
+from fastcheck._result import GradCheckResult, _plain, build_result
 from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, Tiers, tiers_for
 
 __all__ = ["check_hvp", "check_jvp", "check_vjp"]
@@ -139,7 +139,7 @@ def _combine(results: list[GradCheckResult], kind: str, vectors: str, seed: Any,
     """The worst result, noting the others (note a)."""
     k = _worst(results)
     worst = results[k]
-    summary = [{"index": i, "verdict": r.verdict, "relative_error": r.relative_error,
+    summary = [{"index": i, "verdict": r.verdict, "relative_error": _plain(r.relative_error),
                 "wrong": r.n_wrong,
                 "wrong_parameters": [p.name for p in r.parameters if p.wrong]}
                for i, r in enumerate(results)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -115,6 +116,8 @@ def test_vjp_detects_dropout_left_on():
 
     r = fastcheck.check_vjp(dropout_layer, layer_vjp, params)
     assert r.verdict == "nondeterministic" and not r.passed
+    assert json.loads(r.to_json(allow_nan=False))["extra"]["vectors"][0]["verdict"] == \
+        "nondeterministic"
 
 
 def test_vjp_with_dropout_made_deterministic_by_before_eval():
