@@ -27,7 +27,6 @@ import numpy as np
 
 from fastcheck import _kernel
 from fastcheck._evaluate import (
-    METHODS,
     RawEvaluations,
     WithBeforeEval,
     check_eps,

@@ -250,6 +250,12 @@ class GradCheckResult:
     # ------------------------------------------------------------------ output
     def summary(self) -> str:
         """One line: the verdict and the headline numbers."""
+        if self.verdict == "nondeterministic":
+            return ("gradient check NONDETERMINISTIC: the loss gives different values at the "
+                    f"same parameters, so no verdict on the gradient ({self.method}, {self.mode})")
+        if self.verdict == "invalid":
+            return ("gradient check INVALID: no verdict on the gradient "
+                    f"({self.method}, {self.mode})")
         head = (f"gradient check {self.verdict.upper()}: relative error "
                 f"{self.relative_error:.2e}")
         parts = [f"{self.n_checked} of {self.status.size} components checked"
@@ -299,8 +305,7 @@ class GradCheckResult:
             worst = [c for c in self.worst(k) if c.status != "not checked"]
             if worst and (not self.passed or self.n_kinks):
                 lines.append("")
-                lines.append("components most likely wrong (ranked by relative difference, "
-                             "noise-guarded):")
+                lines.append("components ranked by relative difference (noise-guarded):")
                 lines.append(_table(
                     ["component", "numerical", "analytic", "abs diff", "rel diff", "noise",
                      "status"],
@@ -348,9 +353,9 @@ class GradCheckResult:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     for r in rows:
-        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return "\n".join(out)
 
 
