@@ -23,8 +23,9 @@ How it differs from ``torch.autograd.gradcheck``, and where it wins:
   every element and divides by it, not by the step actually represented: at
   |x| ~ 1e8 the step spans only 67 ulps of x, its rounding alone is a 1.6e-3
   relative error, and ``gradcheck(lambda x: 2.5 * x, (x,))`` fails for a correct
-  gradient (at |x| ~ 1e7 already).  fastcheck's step is relative to each element (4.8e-6 · max(1, |x|)
-  in float64, 3.9e-3 in float32) and it divides by the represented step.
+  gradient (at |x| ~ 1e7 already).  fastcheck's step is relative to each
+  element (4.8e-6 · max(1, |x|) in float64, 3.9e-3 in float32) and it divides by
+  the represented step.
 - **Small uniform errors.**  gradcheck passes when |numerical − analytic| ≤
   atol + rtol·|analytic| with atol = 1e-5, rtol = 1e-3, element by element: a
   backward that is off by a uniform relative 1e-4 (a wrong constant, a float32
