@@ -11,6 +11,12 @@ LongCheckWarning
     Emitted when a check is estimated to take long (warn_seconds=).
 numerical_grad
     The numerical gradient of a loss, perturbing parameters in place in C.
+check_vjp, check_jvp, check_hvp
+    Check a layer's hand-written backward (vector-Jacobian product), forward-mode
+    (Jacobian-vector product) or second-order (Hessian-vector product) code.
+
+fastcheck.torch (import it explicitly; needs PyTorch) checks custom
+torch.autograd.Functions and nn.Module parameters.
 """
 
 from fastcheck._check import check_grad
@@ -18,6 +24,7 @@ from fastcheck._numerical import numerical_grad
 from fastcheck._progress import LongCheckWarning
 from fastcheck._result import Component, GradCheckResult, ParameterReport
 from fastcheck._version import __version__
+from fastcheck._vjp import check_hvp, check_jvp, check_vjp
 
 __all__ = [
     "Component",
@@ -26,5 +33,8 @@ __all__ = [
     "ParameterReport",
     "__version__",
     "check_grad",
+    "check_hvp",
+    "check_jvp",
+    "check_vjp",
     "numerical_grad",
 ]

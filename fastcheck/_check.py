@@ -32,6 +32,7 @@ from fastcheck import _kernel
 from fastcheck._evaluate import (
     METHODS,
     RawEvaluations,
+    WithBeforeEval,
     check_eps,
     check_loss,
     check_method,
@@ -40,6 +41,7 @@ from fastcheck._evaluate import (
     run_kernel,
     unit_roundoff,
 )
+from fastcheck._executor import check_executor
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._progress import (
     check_progress,
@@ -289,6 +291,7 @@ def check_grad(
     threads: int = 1,
     progress: bool | Callable[[int, int], Any] | None = None,
     warn_seconds: float | None = 60.0,
+    executor: Any = None,
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -329,8 +332,9 @@ def check_grad(
         Seed of the random directions / samples; the one used is in
         ``result.extra["seed"]``.
     before_eval : callable, optional
-        Called with no argument before every loss evaluation, e.g. to reset a
-        random seed so that a loss with dropout becomes deterministic.
+        Called with no argument before every loss evaluation (and before a `grad`
+        callable), e.g. to reset a random seed so that a loss with dropout
+        becomes deterministic.
     refine : bool
         Re-evaluate suspicious components at a smaller step to tell bugs from
         noise, truncation and kinks (2 more evaluations per suspect, none for
@@ -348,6 +352,16 @@ def check_grad(
         evaluations) to take longer than this, emit a
         :class:`fastcheck.LongCheckWarning` saying how long, with a cheaper mode.
         None: never.
+    executor : concurrent.futures.Executor, optional
+        Spread the evaluations over this executor's workers (processes or machines:
+        ``ProcessPoolExecutor(n)``, or dask.distributed's
+        ``Client(...).get_executor()``).  The components are split into shards;
+        each worker runs the C kernel on its own copy of the parameters, so the
+        result is identical to a serial run and the caller's arrays are not
+        perturbed by the workers.  The loss and the parameters must be picklable
+        (a module-level function; cloudpickle, when installed, also takes lambdas
+        and closures), and the loss must read the parameters from its argument.
+        A C loss cannot cross processes: use `threads` for it.
 
     Returns
     -------
@@ -374,17 +388,16 @@ def check_grad(
     if before_eval is not None and not callable(before_eval):
         raise TypeError("before_eval must be callable with no arguments, got "
                         f"{type(before_eval).__name__}")
+    check_executor(executor, loss, threads)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
     options = check_mode_options(mode, layout, method, k=k, max_evals=max_evals, seed=seed)
+    if before_eval is not None and callable(grad):
+        before_eval()  # the analytic gradient sees the same state as every evaluation
     analytic = analytic_gradient(grad, layout)
 
     if before_eval is not None:
-        user_loss = loss
-
-        def loss(p: Any) -> Any:
-            before_eval()
-            return user_loss(p)
+        loss = WithBeforeEval(loss, before_eval)
 
     started = time.perf_counter()
     eps_text = _eps_rule(layout, method, eps)
@@ -438,7 +451,7 @@ def check_grad(
                 method=method, step=step, relative=relative, refine=refine, threads=threads,
                 evaluations=evaluations, seconds_per_eval=min(probe_seconds),
                 progress=progress, warn_seconds=warn_seconds, eps_text=eps_text,
-                notes=extra_notes, started=started)
+                notes=extra_notes, started=started, executor=executor)
             return _finish_partial(result, loss, layout, analytic, snapshot, probes, unit,
                                    started)
 
@@ -451,7 +464,7 @@ def check_grad(
         with progress_reporter(progress, total=layout.size, estimate=estimate,
                                unit="components") as report:
             raw = run_kernel(loss, layout, method, eps=step, relative=relative,
-                             threads=threads, progress=report)
+                             threads=threads, progress=report, executor=executor)
         evaluations += raw.calls
         probes.append(_kernel.loss_value(loss(layout.params)))
         evaluations += 1

@@ -162,6 +162,8 @@ def run_kernel(
     progress: Callable[[int, int], Any] | None = None,
     with_center: bool = True,
     threads: int = 1,
+    executor: Any = None,
+    shards: int | None = None,
 ) -> RawEvaluations:
     """Evaluate the loss around the parameters with the C kernel.
 
@@ -188,7 +190,19 @@ def run_kernel(
         Evaluate J(theta) when the method allows it.
     threads : int
         Worker threads (C losses only; each works on a private copy of theta).
+    executor : concurrent.futures.Executor, optional
+        Run the components in shards on this executor, each worker on its own
+        copy of the parameters (see :mod:`fastcheck._executor`); the result is
+        identical to a serial run.
+    shards : int, optional
+        How many shards (with `executor`); default 4 per worker.
     """
+    if executor is not None:
+        from fastcheck._executor import run_sharded
+
+        return run_sharded(executor, loss, layout, method, eps=eps, relative=relative,
+                           indices=indices, eps_each=eps_each, progress=progress,
+                           with_center=with_center, threads=threads, shards=shards)
     m = METHODS[method]
     if relative is None:
         relative = eps is None
@@ -249,6 +263,19 @@ def run_kernel(
         center=center, plus=out["plus"], minus=out["minus"], plus2=out["plus2"],
         minus2=out["minus2"], step=step, calls=calls,
         seconds=time.perf_counter() - started)
+
+
+class WithBeforeEval:
+    """``loss(params)`` preceded by ``before_eval()``: a picklable wrapper (a closure
+    would not cross to an executor's worker processes with plain pickle)."""
+
+    def __init__(self, loss: Callable[[Any], Any], before_eval: Callable[[], Any]) -> None:
+        self.loss = loss
+        self.before_eval = before_eval
+
+    def __call__(self, params: Any) -> Any:
+        self.before_eval()
+        return self.loss(params)
 
 
 def check_eps(eps: Any) -> float | None:

@@ -12,6 +12,7 @@ from fastcheck._evaluate import (
     check_step_resolution,
     run_kernel,
 )
+from fastcheck._executor import check_executor
 from fastcheck._params import as_layout
 
 __all__ = ["numerical_grad"]
@@ -25,6 +26,7 @@ def numerical_grad(
     *,
     eps: float | None = None,
     method: str = "central",
+    executor: Any = None,
 ) -> Any:
     """The numerical gradient of ``loss(params)`` by finite differences.
 
@@ -52,6 +54,10 @@ def numerical_grad(
         central4: the five-point stencil, O(h⁴), 4 evaluations.  complex:
         ``Im J(θ + ih) / h`` on complex copies of the parameters (the loss must
         accept complex input), exact to rounding, 1 evaluation.
+    executor : concurrent.futures.Executor, optional
+        Evaluate the components in shards on this executor's workers, each on its
+        own copy of the parameters; the result is identical to a serial run (see
+        :func:`fastcheck.check_grad`).
 
     Returns
     -------
@@ -77,7 +83,8 @@ def numerical_grad(
     check_loss(loss)
     method = check_method(method, NUMERICAL_GRAD_METHODS)
     eps = check_eps(eps)
+    check_executor(executor, loss)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
-    raw = run_kernel(loss, layout, method, eps=eps)
+    raw = run_kernel(loss, layout, method, eps=eps, executor=executor)
     return layout.unflatten(raw.derivative())

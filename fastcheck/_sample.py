@@ -165,6 +165,7 @@ class PartialCheck:
     max_evals: int | None = None
     progress: Callable[[int, int], Any] | None = None
     progress_total: int = 0
+    executor: Any = None
     phases: dict = field(default_factory=dict)
     _x: np.ndarray | None = field(default=None, repr=False)
 
@@ -219,7 +220,7 @@ class PartialCheck:
             raise BudgetExhausted
         raw = run_kernel(self.loss, self.layout, self.method, eps=self.step,
                          relative=self.relative, indices=flat, with_center=False,
-                         threads=self.threads, progress=progress)
+                         threads=self.threads, progress=progress, executor=self.executor)
         self.spend(raw.calls, phase)
         if self.method != "complex":
             raw.center = self.center
@@ -297,7 +298,7 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
                 method: str, step: float | None, relative: bool, refine: bool, threads: int,
                 evaluations: int, seconds_per_eval: float, progress: Any,
                 warn_seconds: float | None, eps_text: str, notes: list[str],
-                started: float) -> GradCheckResult:
+                started: float, executor: Any = None) -> GradCheckResult:
     """Run mode="sample" or mode="directional" after check_grad's probes."""
     import time
 
@@ -309,7 +310,7 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
     if seed is None:
         seed = int(np.random.default_rng().integers(2**32))
     check = PartialCheck(loss, layout, analytic, center, unit, tiers, method, step, relative,
-                         refine, threads, evaluations)
+                         refine, threads, evaluations, executor=executor)
     check.phases["probes"] = evaluations
 
     def seconds() -> float:
