@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "cfloor.c"
@@ -42,14 +41,14 @@ LOSS_FN = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
 )
 
-_cache: Optional[ctypes.CDLL] = None
+_cache: ctypes.CDLL | None = None
 
 
 class BuildError(RuntimeError):
     """The C compiler is missing or failed on ``cfloor.c``."""
 
 
-def _compiler() -> List[str]:
+def _compiler() -> list[str]:
     """Return the compiler command: ``$CC`` if set, else ``cc``."""
     return shlex.split(os.environ.get("CC", "cc"))
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,25 +46,25 @@ except ImportError:
     from workloads import Quadratic, Workload, numerical_gradient  # type: ignore[no-redef]
 
 __all__ = [
-    "PeerUnavailable",
     "DEFAULT_EPS",
     "NUMDIFFTOOLS_MAX_N",
-    "TORCH_FULL_MAX_N",
     "PEERS",
     "SUBSET_PEERS",
-    "run_peer",
-    "sample_components",
+    "TORCH_FULL_MAX_N",
+    "PeerUnavailable",
     "peer_versions",
     "run_bare_floor",
+    "run_c_floor",
+    "run_jax_check_grads",
     "run_naive_copy",
+    "run_numdifftools_gradient",
+    "run_peer",
     "run_python_inplace",
     "run_scipy_approx_derivative",
     "run_scipy_check_grad",
-    "run_numdifftools_gradient",
     "run_torch_gradcheck",
     "run_torch_gradcheck_fast",
-    "run_jax_check_grads",
-    "run_c_floor",
+    "sample_components",
 ]
 
 #: Step for the peers whose step we choose (the loops and the C floor). It is
@@ -101,8 +102,8 @@ class PeerUnavailable(Exception):
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-def _result(seconds: float, evals: int, grad: Optional[np.ndarray], method: str,
-            note: str = "") -> Dict[str, Any]:
+def _result(seconds: float, evals: int, grad: np.ndarray | None, method: str,
+            note: str = "") -> dict[str, Any]:
     return dict(seconds=float(seconds), evals=int(evals), grad=grad, method=method, note=note)
 
 
@@ -116,7 +117,7 @@ def _import(module: str, peer: str) -> Any:
         raise PeerUnavailable(f"{peer}: {module} is not installed ({exc})") from None
 
 
-def _components(n: int, components: Optional[Sequence[int]]) -> Optional[np.ndarray]:
+def _components(n: int, components: Sequence[int] | None) -> np.ndarray | None:
     """Validate an optional subset of component indices."""
     if components is None:
         return None
@@ -126,12 +127,12 @@ def _components(n: int, components: Optional[Sequence[int]]) -> Optional[np.ndar
     return idx
 
 
-def _cap(peer: str, n: int, max_n: Optional[int], why: str) -> None:
+def _cap(peer: str, n: int, max_n: int | None, why: str) -> None:
     if max_n is not None and n > max_n:
         raise PeerUnavailable(f"{peer}: n = {n} > cap {max_n} ({why})")
 
 
-def _scatter(n: int, idx: Optional[np.ndarray], values: np.ndarray) -> np.ndarray:
+def _scatter(n: int, idx: np.ndarray | None, values: np.ndarray) -> np.ndarray:
     """Full-length gradient, NaN where a subset run did not look."""
     if idx is None:
         return values
@@ -169,8 +170,8 @@ def sample_components(n: int, k: int, seed: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Floors and hand-written loops
 # ---------------------------------------------------------------------------
-def run_bare_floor(workload: Workload, components: Optional[Sequence[int]] = None
-                   ) -> Dict[str, Any]:
+def run_bare_floor(workload: Workload, components: Sequence[int] | None = None
+                   ) -> dict[str, Any]:
     """Call the loss 2n times on an unchanged vector: the floor for any
     checker that calls a Python loss once per evaluation.
 
@@ -194,7 +195,7 @@ def run_bare_floor(workload: Workload, components: Optional[Sequence[int]] = Non
 
 
 def run_naive_copy(workload: Workload, eps: float = DEFAULT_EPS,
-                   components: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                   components: Sequence[int] | None = None) -> dict[str, Any]:
     """The textbook loop: two fresh copies of θ per component.
 
     ``g_i = (J(θ + ε e_i) − J(θ − ε e_i)) / 2ε`` with θ ± ε e_i built as copies,
@@ -218,7 +219,7 @@ def run_naive_copy(workload: Workload, eps: float = DEFAULT_EPS,
 
 
 def run_python_inplace(workload: Workload, eps: float = DEFAULT_EPS,
-                       components: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                       components: Sequence[int] | None = None) -> dict[str, Any]:
     """A plain Python loop perturbing θ in place and restoring by assignment.
 
     This is :func:`workloads.numerical_gradient`: no copies; divides by the
@@ -241,7 +242,7 @@ def run_python_inplace(workload: Workload, eps: float = DEFAULT_EPS,
 # ---------------------------------------------------------------------------
 # scipy
 # ---------------------------------------------------------------------------
-def run_scipy_approx_derivative(workload: Workload) -> Dict[str, Any]:
+def run_scipy_approx_derivative(workload: Workload) -> dict[str, Any]:
     """``scipy.optimize._numdiff.approx_derivative(loss, θ, method="3-point")``.
 
     A private scipy module, but it is what ``minimize`` and
@@ -267,7 +268,7 @@ def run_scipy_approx_derivative(workload: Workload) -> Dict[str, Any]:
                    "(its generator of perturbed vectors runs twice)")
 
 
-def run_scipy_check_grad(workload: Workload) -> Dict[str, Any]:
+def run_scipy_check_grad(workload: Workload) -> dict[str, Any]:
     """``scipy.optimize.check_grad(loss, grad, θ)``.
 
     It returns only ``‖g_analytic − g_fd‖₂`` (reported in ``note``); ``g_fd``
@@ -291,8 +292,8 @@ def run_scipy_check_grad(workload: Workload) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------
 # numdifftools
 # ---------------------------------------------------------------------------
-def run_numdifftools_gradient(workload: Workload, max_n: Optional[int] = NUMDIFFTOOLS_MAX_N
-                              ) -> Dict[str, Any]:
+def run_numdifftools_gradient(workload: Workload, max_n: int | None = NUMDIFFTOOLS_MAX_N
+                              ) -> dict[str, Any]:
     """``numdifftools.Gradient(loss)(θ)`` with its defaults.
 
     Central differences over a sequence of steps combined by Richardson
@@ -334,8 +335,8 @@ def _torch_warm_up(torch: Any) -> None:
 
 
 def run_torch_gradcheck(workload: Workload, fast_mode: bool = False,
-                        max_n: Optional[int] = TORCH_FULL_MAX_N,
-                        threads: Optional[int] = None) -> Dict[str, Any]:
+                        max_n: int | None = TORCH_FULL_MAX_N,
+                        threads: int | None = None) -> dict[str, Any]:
     """``torch.autograd.gradcheck`` on the workload's torch twin, float64.
 
     Parameters
@@ -389,7 +390,7 @@ def run_torch_gradcheck(workload: Workload, fast_mode: bool = False,
                    f"eps=1e-6; torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
-def run_torch_gradcheck_fast(workload: Workload) -> Dict[str, Any]:
+def run_torch_gradcheck_fast(workload: Workload) -> dict[str, Any]:
     """:func:`run_torch_gradcheck` with ``fast_mode=True``."""
     return run_torch_gradcheck(workload, fast_mode=True)
 
@@ -397,7 +398,7 @@ def run_torch_gradcheck_fast(workload: Workload) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------
 # jax
 # ---------------------------------------------------------------------------
-def run_jax_check_grads(workload: Workload) -> Dict[str, Any]:
+def run_jax_check_grads(workload: Workload) -> dict[str, Any]:
     """``jax.test_util.check_grads(f, (x,), order=1, modes=["rev"])``, x64.
 
     check_grads compares the VJP with central differences along *one* seeded
@@ -423,7 +424,7 @@ def run_jax_check_grads(workload: Workload) -> Dict[str, Any]:
     except NotImplementedError as exc:
         raise PeerUnavailable(f"{peer}: {exc}") from None
 
-    def check(f: Callable[[Any], Any]) -> Optional[str]:
+    def check(f: Callable[[Any], Any]) -> str | None:
         try:
             check_grads(f, (x,), order=1, modes=["rev"])
             return None
@@ -445,7 +446,7 @@ def run_jax_check_grads(workload: Workload) -> Dict[str, Any]:
 # C floor
 # ---------------------------------------------------------------------------
 def run_c_floor(workload: Workload, eps: float = DEFAULT_EPS,
-                components: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                components: Sequence[int] | None = None) -> dict[str, Any]:
     """Hand-written C loop over the C quadratic loss (``bench/cfloor.c``).
 
     The floor for any checker whose loss is a C callback: in place, restore
@@ -506,7 +507,7 @@ def run_c_floor(workload: Workload, eps: float = DEFAULT_EPS,
 # Registry
 # ---------------------------------------------------------------------------
 #: Every peer by name, in the order a report should list them.
-PEERS: Dict[str, Callable[..., Dict[str, Any]]] = {
+PEERS: dict[str, Callable[..., dict[str, Any]]] = {
     "bare_floor": run_bare_floor,
     "c_floor": run_c_floor,
     "python_inplace": run_python_inplace,
@@ -520,10 +521,10 @@ PEERS: Dict[str, Callable[..., Dict[str, Any]]] = {
 }
 
 #: The peers that accept ``components=`` (per-component timing at large n).
-SUBSET_PEERS: List[str] = ["bare_floor", "c_floor", "python_inplace", "naive_copy"]
+SUBSET_PEERS: list[str] = ["bare_floor", "c_floor", "python_inplace", "naive_copy"]
 
 
-def run_peer(name: str, workload: Workload, **options: Any) -> Dict[str, Any]:
+def run_peer(name: str, workload: Workload, **options: Any) -> dict[str, Any]:
     """Run the peer called ``name`` (a key of :data:`PEERS`) on ``workload``."""
     try:
         fn = PEERS[name]
@@ -532,11 +533,11 @@ def run_peer(name: str, workload: Workload, **options: Any) -> Dict[str, Any]:
     return fn(workload, **options)
 
 
-def peer_versions() -> Dict[str, Optional[str]]:
+def peer_versions() -> dict[str, str | None]:
     """Versions of the peer libraries importable here (None when missing)."""
     import importlib
 
-    out: Dict[str, Optional[str]] = {}
+    out: dict[str, str | None] = {}
     for mod in ("numpy", "scipy", "numdifftools", "torch", "jax"):
         try:
             out[mod] = importlib.import_module(mod).__version__

@@ -17,10 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
-from peers import PEERS, PeerUnavailable, peer_versions  # noqa: E402
-from workloads import MLP, Quadratic, Workload  # noqa: E402
+import numpy as np
+from peers import PEERS, PeerUnavailable, peer_versions
+from workloads import MLP, Quadratic, Workload
 
 
 def try_all(workload: Workload) -> None:

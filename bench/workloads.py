@@ -31,22 +31,23 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-Params = Union[np.ndarray, Dict[str, np.ndarray]]
+Params = np.ndarray | dict[str, np.ndarray]
 
 __all__ = [
-    "Workload",
-    "Quadratic",
-    "Logistic",
     "MLP",
-    "standard_workloads",
-    "small_workloads",
+    "Logistic",
+    "Quadratic",
+    "Workload",
     "numerical_gradient",
     "relative_error",
     "self_check",
+    "small_workloads",
+    "standard_workloads",
 ]
 
 
@@ -356,7 +357,7 @@ class MLP(Workload):
             self.labels = None
             self.Y = rng.standard_normal((self.m, sizes[-1]))
 
-        params: Dict[str, np.ndarray] = {}
+        params: dict[str, np.ndarray] = {}
         for k in range(1, len(sizes)):
             fan_in, fan_out = sizes[k - 1], sizes[k]
             # 1/sqrt(fan_in) scaling keeps tanh out of saturation; non-zero
@@ -369,22 +370,22 @@ class MLP(Workload):
 
     # Ready-made sizes used by the benchmark suite.
     @classmethod
-    def small(cls, **kwargs: Any) -> "MLP":
+    def small(cls, **kwargs: Any) -> MLP:
         """About 1e3 parameters: sizes (20, 32, 10) → 1,002."""
         return cls((20, 32, 10), **kwargs)
 
     @classmethod
-    def medium(cls, **kwargs: Any) -> "MLP":
+    def medium(cls, **kwargs: Any) -> MLP:
         """About 2e4 parameters: sizes (100, 150, 30, 10) → 19,990."""
         return cls((100, 150, 30, 10), **kwargs)
 
     # -- flat layout -------------------------------------------------------------
-    def unflatten(self, theta: np.ndarray) -> Dict[str, np.ndarray]:
+    def unflatten(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Return a dict of *views* into ``theta`` (which must be contiguous)."""
         theta = np.asarray(theta)
         if theta.shape != (self.n,):
             raise ValueError(f"{self.name}: expected a flat vector of {self.n}, got {theta.shape}")
-        out: Dict[str, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {}
         start = 0
         for key, shape in self.shapes.items():
             size = math.prod(shape)
@@ -404,7 +405,7 @@ class MLP(Workload):
     def _act(self, z: np.ndarray) -> np.ndarray:
         return np.tanh(z) if self.activation == "tanh" else np.maximum(z, 0.0)
 
-    def _forward(self, params: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def _forward(self, params: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Return the activations [h0 = X, h1, ..., h_{L-1}, z_L (logits)]."""
         hs = [self.X]
         h = self.X
@@ -432,22 +433,22 @@ class MLP(Workload):
         value = 0.5 * float(np.sum(r * r)) / m
         return value, (r / m if need_dz else None)
 
-    def _reg(self, params: Dict[str, np.ndarray]) -> float:
+    def _reg(self, params: dict[str, np.ndarray]) -> float:
         total = 0.0
         for k in range(1, self.n_layers + 1):
             w = params[f"W{k}"].ravel()
             total += float(np.dot(w, w))
         return 0.5 * self.lam * total
 
-    def loss(self, params: Dict[str, np.ndarray]) -> float:
+    def loss(self, params: dict[str, np.ndarray]) -> float:
         hs = self._forward(params)
         value, _ = self._data_loss_and_dz(hs[-1], need_dz=False)
         return value + self._reg(params)
 
-    def grad(self, params: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def grad(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         hs = self._forward(params)
         _, dz = self._data_loss_and_dz(hs[-1], need_dz=True)
-        grads: Dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray] = {}
         for k in range(self.n_layers, 0, -1):
             h_prev = hs[k - 1]
             grads[f"W{k}"] = h_prev.T @ dz + self.lam * params[f"W{k}"]
@@ -462,9 +463,9 @@ class MLP(Workload):
         return {key: grads[key] for key in self.shapes}
 
     # -- framework equivalents -----------------------------------------------------
-    def _split(self, flat: Any) -> Dict[str, Any]:
+    def _split(self, flat: Any) -> dict[str, Any]:
         """Slice a flat torch/jax vector into reshaped parameter blocks."""
-        out: Dict[str, Any] = {}
+        out: dict[str, Any] = {}
         start = 0
         for key, shape in self.shapes.items():
             size = math.prod(shape)
@@ -511,7 +512,7 @@ class MLP(Workload):
 # ---------------------------------------------------------------------------
 # Suites
 # ---------------------------------------------------------------------------
-def standard_workloads(seed: int = 0) -> List[Workload]:
+def standard_workloads(seed: int = 0) -> list[Workload]:
     """Return the benchmark suite: every workload at every size.
 
     Full central-difference checks are O(n) evaluations of an O(n) loss, so
@@ -530,7 +531,7 @@ def standard_workloads(seed: int = 0) -> List[Workload]:
     ]
 
 
-def small_workloads(seed: int = 0) -> List[Workload]:
+def small_workloads(seed: int = 0) -> list[Workload]:
     """Return one small instance of each kind (quick runs, sanity checks)."""
     return [Quadratic(1_000, seed=seed), Logistic(1_000, seed=seed), MLP.small(seed=seed)]
 
@@ -542,7 +543,7 @@ def numerical_gradient(
     f: Callable[[np.ndarray], float],
     theta: np.ndarray,
     eps: float = 1e-6,
-    components: Optional[np.ndarray] = None,
+    components: np.ndarray | None = None,
 ) -> np.ndarray:
     """Central differences of ``f`` at ``theta``, perturbing in place.
 
@@ -583,7 +584,7 @@ def relative_error(approx: np.ndarray, exact: np.ndarray) -> float:
 
 
 def self_check(
-    workloads: Optional[Sequence[Workload]] = None,
+    workloads: Sequence[Workload] | None = None,
     max_components: int = 2000,
     seed: int = 1,
     stream=sys.stdout,
@@ -640,9 +641,7 @@ def self_check(
 
 
 if __name__ == "__main__":
-    suite = standard_workloads() + [
-        MLP((8, 16, 12, 4), activation="tanh", output="mse"),
-    ]
+    suite = [*standard_workloads(), MLP((8, 16, 12, 4), activation="tanh", output="mse")]
     all_ok = self_check(suite)
     print("all gradients OK (< 1e-6)" if all_ok else "SOME GRADIENTS ARE WRONG")
     sys.exit(0 if all_ok else 1)
