@@ -43,7 +43,7 @@ from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, rounding_noise, 
 __all__ = ["check_grad"]
 
 _S = ComponentStatus
-CHECK_METHODS = ("central", "forward", "backward", "central4", "complex")
+CHECK_METHODS = ("central", "forward", "backward", "central4", "richardson", "complex")
 MODES = ("full",)
 # Suspects are evaluated again at h / REFINE, h / REFINE**2, ... (at most
 # REFINE_LEVELS times, two evaluations each, and only while undecided).
@@ -155,7 +155,12 @@ def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, unit: f
         else:
             delta = rounding_noise(raw.center, raw.plus, raw.minus, raw.plus2, raw.minus2,
                                    unit_roundoff=unit)
-            factor = {"central": 1.0, "forward": 2.0, "backward": 2.0, "central4": 1.5}[name]
+            # Rounding of the formula in units of delta / h (h: raw.step).  Central:
+            # 2 delta / 2h.  One-sided: 2 delta / h.  central4 (step h, outer 2h):
+            # (8 * 2 delta + 2 delta) / 12h.  richardson (steps h, h/2):
+            # (4/3) * delta / (h/2) + (1/3) * delta / h.
+            factor = {"central": 1.0, "forward": 2.0, "backward": 2.0, "central4": 1.5,
+                      "richardson": 3.0}[name]
             noise = factor * delta / h
             if name == "central":
                 slope_gap = np.abs((raw.plus - raw.center) - (raw.center - raw.minus)) / h
@@ -276,9 +281,13 @@ def check_grad(
     eps : float, optional
         Absolute step.  Default: adapted to the dtype, the method and each
         component's magnitude (see :func:`fastcheck.numerical_grad`).
-    method : {"central", "forward", "backward", "central4", "complex"}
-        The difference formula.  Central (default) is the best value: its
-        evaluations also give the one-sided slopes for the noise and kink tests.
+    method : {"central", "forward", "backward", "central4", "richardson", "complex"}
+        The difference formula (see :func:`fastcheck.numerical_grad`).  Central
+        (default) is the best value: its evaluations also give the one-sided
+        slopes for the noise and kink tests.  "complex" needs a loss that accepts
+        complex parameters (it works on complex copies made once: twice the
+        parameters' memory); otherwise a ``ComplexStepError`` (a TypeError) names
+        the method and keeps the loss's own error as ``__cause__``.
     mode : {"full"}
         Which components to check.
     before_eval : callable, optional
