@@ -19,6 +19,7 @@ The steps, in order (each has a reason):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,9 +47,11 @@ _S = ComponentStatus
 CHECK_METHODS = ("central", "forward", "backward", "central4", "richardson", "complex")
 MODES = ("full",)
 # Suspects are evaluated again at h / REFINE, h / REFINE**2, ... (at most
-# REFINE_LEVELS times, two evaluations each, and only while undecided).
+# REFINE_LEVELS times, two evaluations each, and only while undecided).  Eight
+# levels reach h / 65536: enough for a component whose own scale is 1e-5 of the
+# max(1, |theta_i|) the default step is relative to (_verdict note 6).
 REFINE = 4.0
-REFINE_LEVELS = 4
+REFINE_LEVELS = 8
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -176,33 +179,72 @@ def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, unit: f
 
 def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.ndarray,
                 analytic: np.ndarray, unit: float, floor_rel: float,
-                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                threads: int, step_dtype: np.dtype | None = None,
+                info: dict | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Re-examine suspects at steps h/4, h/16, ...: bug, noise, truncation or kink?
 
-    See _verdict note 4.  `idx` are positions in `raw`; `analytic` is restricted to
-    them.  Each level evaluates only the components still undecided (two
-    evaluations each).  Returns ``(numerical, noise, status, evaluations)``.
+    See _verdict notes 4 and 6.  `idx` are positions in `raw`; `analytic` is
+    restricted to them.  Each level evaluates only the components still undecided
+    (two evaluations each).  `step_dtype` is the dtype whose default central step
+    to start from when `raw` has no central pair (forward, backward), e.g. the
+    loss's float32 when it returns float32 for float64 parameters.  Returns
+    ``(numerical, noise, status, evaluations)``; when `info` is a dict, its
+    ``"unresolved"`` gets the positions (in `idx`) of the components that were
+    still dominated by truncation at the smallest step (left "ok", noise large).
     """
     flat = idx if raw.indices is None else raw.indices[idx]
     center = raw.center
     evaluations = 0
-    if raw.method.name == "central":
+    n = idx.size
+    # The h**2 coefficient of the central difference seen between the last two
+    # steps (note 6); NaN until two steps were seen.
+    coef = np.full(n, np.nan)
+    # The extrapolated value of the previous pair of steps, NaN until there is one.
+    extrapolated = np.full(n, np.nan)
+    # Whether the previous level already saw the kink signature (note 6).
+    kink_before = np.zeros(n, dtype=bool)
+    name = raw.method.name
+    if name == "central":
         h, p, m = raw.step[idx], raw.plus[idx], raw.minus[idx]
+    elif name in ("central4", "richardson"):
+        # Their evaluations hold two central pairs already: refine from the finer
+        # one (a large step, so little rounding), and the two give a first h**2
+        # coefficient.  central4's pairs are at h and 2h, richardson's at h and h2.
+        if name == "central4":
+            hc, pc, mc = 2 * raw.step[idx], raw.plus2[idx], raw.minus2[idx]
+            h, p, m = raw.step[idx], raw.plus[idx], raw.minus[idx]
+        else:
+            hc, pc, mc = raw.step[idx], raw.plus[idx], raw.minus[idx]
+            h, p, m = raw.step2[idx], raw.plus2[idx], raw.minus2[idx]
+        with np.errstate(all="ignore"):
+            coef = ((pc - mc) / (2 * hc) - (p - m) / (2 * h)) / (hc**2 - h**2)
+        extrapolated = raw.derivative()[idx]
     else:
-        # Other methods: make the central pair at the default central step first.
-        base = np.array([default_eps(layout.arrays[q].dtype, "central")
-                         for q in layout.param_of(flat)])
+        # Forward / backward: make the central pair at the default central step first.
+        if step_dtype is not None:
+            base = np.full(flat.size, default_eps(step_dtype, "central"))
+        else:
+            base = np.array([default_eps(layout.arrays[q].dtype, "central")
+                             for q in layout.param_of(flat)])
         first = run_kernel(loss, layout, "central", relative=True, indices=flat,
                            eps_each=base, with_center=center is None, threads=threads)
         evaluations += first.calls
         center = first.center if center is None else center
         h, p, m = first.step, first.plus, first.minus
-    n = idx.size
+    levels = REFINE_LEVELS
+    if name in ("central4", "richardson"):
+        # Their steps are larger than central's: allow the levels it takes to reach
+        # the same smallest step.
+        d = step_dtype if step_dtype is not None else layout.lowest_precision
+        levels += max(0, round(math.log(default_eps(d, name) / default_eps(d, "central"))
+                               / math.log(REFINE)))
     numerical = (p - m) / (2 * h)
     noise = np.full(n, np.inf)
     status = np.full(n, _S.OK, dtype=np.int8)
+    unresolved = np.zeros(n, dtype=bool)
     todo = np.arange(n)
-    for level in range(1, REFINE_LEVELS + 1):
+    for level in range(1, levels + 1):
         new = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=flat[todo],
                          eps_each=h[todo] / REFINE, with_center=False, threads=threads)
         evaluations += new.calls
@@ -217,38 +259,72 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
             gap1, gap2 = np.abs(up1 - down1), np.abs(up2 - down2)
             floor = floor_rel * (np.abs(d2) + np.abs(g))
             resolve = np.abs(d1 - d2)
-            # A kink: the slope gap does not shrink with the step, while the central
-            # value stays put (it is the mean of two fixed one-sided slopes).
-            kink = ((gap2 > 0.5 * gap1) & (gap2 > KAPPA * 4 * delta / h2)
-                    & (resolve < 0.25 * gap2))
+            # A kink: the slope gap neither shrinks nor grows with the step (it is
+            # the jump in slope), while the central value stays put (the mean of two
+            # fixed one-sided slopes).  A gap that grows is a smooth loss probed
+            # with steps wider than its own scale (note 6).
+            kink = ((gap2 > 0.5 * gap1) & (gap2 < 2 * gap1)
+                    & (gap2 > KAPPA * 4 * delta / h2) & (resolve < 0.25 * gap2))
             # The one-sided slopes carry O(h J'') truncation: allow for how much they
             # moved between the two steps.
             tol = KAPPA * (2 * delta / h2 + np.abs(up1 - up2) + np.abs(down1 - down2)) + floor
             kink_ok = (g >= np.minimum(up2, down2) - tol) & (g <= np.maximum(up2, down2) + tol)
             # Richardson extrapolation over the two steps removes the h**2 term.
-            richardson = d2 + (d2 - d1) / ((h1 / h2) ** 2 - 1)
+            ratio2 = (h1 / h2) ** 2 - 1
+            richardson = d2 + (d2 - d1) / ratio2
             rounding = 1.1 * delta / h2
             miss = np.abs(richardson - g)
-            fine = miss <= KAPPA * (rounding + resolve) + floor
-            stable_wrong = ~fine & (resolve <= 0.1 * miss)
+            # Truncation still dominates the change between the two steps (note 6):
+            # then `resolve` is the error of the coarser difference, not what the
+            # arithmetic resolves.  Once a third step confirms the h**2 law (the
+            # same coefficient from both pairs), the change of the extrapolated
+            # value bounds its error (the previous one's error is ~256x larger), as
+            # does the finer difference's own, resolve / ratio2; until then the
+            # component waits for a smaller step.
+            truncating = resolve > 2 * rounding
+            coef_now = (d1 - d2) / (h1**2 - h2**2)
+            asymptotic = np.abs(coef_now - coef[todo]) <= 0.2 * np.abs(coef_now)
+            converged = np.fmin(np.abs(richardson - extrapolated[todo]), resolve / ratio2)
+            trunc = np.where(truncating & asymptotic, converged, resolve)
+            fine = miss <= KAPPA * (rounding + trunc) + floor
+            # Wrong: the miss is far beyond what the steps change.  While truncation
+            # dominates, only once the h**2 law is confirmed: with steps much wider
+            # than the loss's own scale the central difference is near 0 at every
+            # step, which also looks stable.
+            stable_wrong = ~fine & (trunc <= 0.1 * miss) & (~truncating | asymptotic)
             finite = np.isfinite(richardson)
-        decided = kink | fine | stable_wrong | ~finite
-        last = level == REFINE_LEVELS
+        last = level == levels
+        # A kink is only believed when two successive pairs of steps show it: a
+        # smooth loss probed with steps wider than its own scale shows a slope gap
+        # that does not shrink either, until the step gets below that scale.
+        sure_kink = kink & (kink_before[todo] | last)
+        # Accepted as fine when the arithmetic, not truncation, limits the check,
+        # or when the confirmed truncation bound is down to rounding and floor.
+        settled = ~truncating | (asymptotic & (trunc <= rounding + floor / KAPPA))
+        decided = (sure_kink | (~kink & fine & (settled | last)) | (~kink & stable_wrong)
+                   | ~finite)
         # Going further only helps while the next step's rounding stays well below
         # the miss; past that the arithmetic cannot resolve it: leave it as fine.
         hopeless = REFINE * rounding * KAPPA >= miss
         decided |= last | hopeless
+        unresolved[todo] = (last & ~hopeless & ~kink & ~stable_wrong & finite
+                            & ~(fine & settled))
         here = todo[decided]
         st = np.where(kink, np.where(kink_ok, _S.KINK, _S.WRONG),
                       np.where(stable_wrong, _S.WRONG, _S.OK)).astype(np.int8)
         st[~finite & ~kink] = _S.NONFINITE_LOSS
         status[here] = st[decided]
         numerical[here] = np.where(kink, d1, np.where(finite, richardson, d2))[decided]
-        noise[here] = np.where(kink, gap2, rounding + resolve)[decided]
+        noise[here] = np.where(kink, gap2, rounding + trunc)[decided]
         h[todo], p[todo], m[todo] = h2, p2, m2
+        coef[todo] = coef_now
+        extrapolated[todo] = richardson
+        kink_before[todo] = kink
         todo = todo[~decided]
         if todo.size == 0:
             break
+    if info is not None:
+        info["unresolved"] = np.flatnonzero(unresolved)
     return numerical, noise, status, evaluations
 
 
@@ -404,11 +480,17 @@ def check_grad(
         x = layout.values()
         numerical, noise, status, suspect = first_look(raw, analytic, x, unit, tiers.excellent)
         idx = np.flatnonzero(suspect)
+        unresolved = np.empty(0, dtype=np.intp)
         if refine and idx.size and method != "complex":
+            info: dict = {}
             n2, noise2, status2, extra_evals = second_look(
-                loss, layout, raw, idx, analytic[idx], unit, tiers.excellent, threads)
+                loss, layout, raw, idx, analytic[idx], unit, tiers.excellent, threads,
+                # the loss's coarser dtype set the step (above): start from its too
+                step_dtype=loss_dtype if eps is None and step is not None else None,
+                info=info)
             evaluations += extra_evals
             numerical[idx], noise[idx], status[idx] = n2, noise2, status2
+            unresolved = idx[info["unresolved"]]
         else:
             status[idx] = _S.WRONG
     except BaseException:
@@ -417,6 +499,14 @@ def check_grad(
         raise
 
     notes = extra_notes + _notes(layout, status, idx.size, refine and method != "complex")
+    if unresolved.size:
+        shown = ", ".join(layout.names_of(unresolved[:5])) + (
+            ", ..." if unresolved.size > 5 else "")
+        notes.append(
+            f"{unresolved.size} component(s) could not be resolved ({shown}): even the "
+            "smallest step tried is too wide for the loss's scale there (their numerical "
+            "value keeps changing with the step), so they are not called wrong, but a bug "
+            "in them could be missed. Check them with a smaller eps")
     return build_result(
         layout, numerical, analytic, noise, status, tiers,
         evaluations=evaluations, seconds=time.perf_counter() - started, eps=eps_text,

@@ -36,6 +36,29 @@ Numbered notes (the code refers to them):
    a confirmed wrong component makes it at least "suspicious" (one bad component
    among 1e4 barely moves the global metric), and when no component differs beyond
    its noise the verdict is at most "ok" (the arithmetic cannot resolve more).
+6. Steps wider than the loss's own scale.  The default step is relative to
+   max(1, |theta_i|), so a component whose loss varies on a scale s << 1 (e.g.
+   theta_i ~ 1e-6 with J depending on theta_i / 1e-6) is first probed with h >> s.
+   There every difference formula is garbage, and note 4's tests are fooled three
+   ways: |D - D'| is large, so "within resolve" hides a bug; the central
+   difference is ~0 at every such step, so it looks stable and a correct gradient
+   looks wrong; and the slope gap does not shrink, so it looks like a kink.  Found
+   by planting 1e-2 ... 1e-4 errors into the wide-scale case (all missed) and by
+   running it with central4 (a false "wrong" and a false kink).  The fixes:
+   - Truncating (|D - D'| > 2 x rounding): the component is neither accepted nor
+     called wrong until a third step confirms the h**2 law (the coefficient
+     (D - D') / (h**2 - h'**2) agrees within 20 % between the last two pairs).
+     Then the change of the extrapolated value bounds its error (the previous
+     one's is ~256x larger), and it is accepted once that bound is down to
+     rounding and the floor.  Suspects may take up to 8 levels (h / 65536), plus
+     the levels central4 / richardson need to reach central's steps; they start
+     from their own finer central pair, which has little rounding.
+   - A kink must show a slope gap that neither shrinks nor grows (within 2x) on
+     two successive pairs of steps.
+   - What is still truncation-dominated at the smallest step stays "ok" (never
+     a false failure) with its large noise, and a note names it.
+   The cost stays 2 evaluations per undecided suspect per level, none for
+   components that pass.
 """
 
 from __future__ import annotations
