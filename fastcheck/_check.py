@@ -39,7 +39,14 @@ from fastcheck._evaluate import (
 )
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, build_result
-from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, rounding_noise, tiers_for
+from fastcheck._verdict import (
+    C_ROUND,
+    KAPPA,
+    ComponentStatus,
+    rounding_noise,
+    tier_of,
+    tiers_for,
+)
 
 __all__ = ["check_grad"]
 
@@ -507,11 +514,23 @@ def check_grad(
             "smallest step tried is too wide for the loss's scale there (their numerical "
             "value keeps changing with the step), so they are not called wrong, but a bug "
             "in them could be missed. Check them with a smaller eps")
-    return build_result(
+    result = build_result(
         layout, numerical, analytic, noise, status, tiers,
         evaluations=evaluations, seconds=time.perf_counter() - started, eps=eps_text,
         method=method, mode=mode, notes=notes,
         extra={"loss_value": probes[0], "suspects_refined": int(idx.size)})
+    tier = tier_of(result.relative_error, tiers)
+    if result.passed and tier in ("suspicious", "wrong"):
+        # _verdict note 5 lowered the tier: say so, and what would sharpen the check.
+        result.notes.append(
+            f"the relative error {result.relative_error:.1e} is in the {tier!r} tier, but "
+            "no component differs from its numerical value by more than the estimated "
+            f"noise (rounding of a loss of size |J| = {abs(probes[0]):.3g} in "
+            f"{tiers.dtype}, truncation, what the smaller steps resolved), so it is "
+            "not called wrong. To check more sharply: check in float64 (parameters and loss), "
+            "keep |J| small (a mean rather than a sum, no constant offsets), or use "
+            "method='richardson'")
+    return result
 
 
 def _notes(layout: ParamLayout, status: np.ndarray, suspects: int, refined: bool) -> list[str]:
