@@ -270,8 +270,10 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
             # the jump in slope), while the central value stays put (the mean of two
             # fixed one-sided slopes).  A gap that grows is a smooth loss probed
             # with steps wider than its own scale (note 6).
-            kink = ((gap2 > 0.5 * gap1) & (gap2 < 2 * gap1)
-                    & (gap2 > KAPPA * 4 * delta / h2) & (resolve < 0.25 * gap2))
+            kink_shape = (gap2 > 0.5 * gap1) & (gap2 < 2 * gap1) & (resolve < 0.25 * gap2)
+            # ... and the gap is above the rounding of p - 2c + m (4 delta, delta
+            # already padded by C_ROUND; noise alone would also grow 4x per level).
+            kink = kink_shape & (gap2 > 4 * delta / h2)
             # The one-sided slopes carry O(h J'') truncation: allow for how much they
             # moved between the two steps.
             tol = KAPPA * (2 * delta / h2 + np.abs(up1 - up2) + np.abs(down1 - down2)) + floor
@@ -298,7 +300,20 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
             # dominates, only once the h**2 law is confirmed: with steps much wider
             # than the loss's own scale the central difference is near 0 at every
             # step, which also looks stable.
-            stable_wrong = ~fine & (trunc <= 0.1 * miss) & (~truncating | asymptotic)
+            # Nor is it wrong when the slopes may be a kink's and g is one of them
+            # (note 7): the gap has a kink's shape but is not clear of rounding, or
+            # the one-sided slopes extrapolated to h -> 0 (they are O(h) accurate:
+            # up(h) = up0 + h J''/2) differ and g is one of them -- a small jump
+            # that curvature hides at these steps.
+            up0 = up2 + (up2 - up1) * h2 / (h1 - h2)
+            down0 = down2 + (down2 - down1) * h2 / (h1 - h2)
+            rounding0 = 3 * delta / h2
+            tol0 = KAPPA * rounding0 + floor
+            may_be_kink = (kink_shape & kink_ok) | (
+                (np.abs(up0 - down0) > 2 * rounding0)
+                & (g >= np.minimum(up0, down0) - tol0) & (g <= np.maximum(up0, down0) + tol0))
+            stable_wrong = (~fine & (trunc <= 0.1 * miss) & (~truncating | asymptotic)
+                            & ~may_be_kink)
             finite = np.isfinite(richardson)
         last = level == levels
         # A kink is only believed when two successive pairs of steps show it: a
