@@ -392,9 +392,12 @@ def check_grad(
         Called with no argument before every loss evaluation, e.g. to reset a
         random seed so that a loss with dropout becomes deterministic.
     refine : bool
-        Re-evaluate suspicious components at a smaller step to tell bugs from
-        noise, truncation and kinks (2 more evaluations per suspect, none for
-        components that pass).  False: judge from the first evaluations alone.
+        Re-evaluate suspicious components at smaller steps (h/4, h/16, ...) to
+        tell bugs from noise, truncation and kinks: 2 more evaluations per
+        suspect and level, only while it is undecided (usually 1 level, 2 for a
+        kink, up to 8 where the step is wider than the loss's own scale), none
+        for components that pass.  False: judge from the first evaluations
+        alone (suspects are then called wrong, kinks included).
     threads : int
         Worker threads (C losses only).
     progress : callable, optional
