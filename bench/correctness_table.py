@@ -41,6 +41,22 @@ def table(method: str, names: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+def cost_table(method: str, names: list[str]) -> str:
+    """Loss evaluations per expected verdict: the first run (probes + kernel) and
+    the refinement of suspects (the only extra cost)."""
+    lines = ["| expected | cases | evaluations | of which refinement | cases refined |",
+             "|---|---|---|---|---|"]
+    for kind in ("pass", "kink", "fail", "nondeterministic"):
+        runs = [tc.run(c.name, method) for c in tc.CASES
+                if c.expected == kind and c.name in names]
+        total = sum(r.evaluations for r in runs)
+        extra = sum(r.refine_evaluations for r in runs)
+        refined = sum(r.refine_evaluations > 0 for r in runs)
+        share = f" ({100 * extra / total:.1f} %)" if total else ""
+        lines.append(f"| {kind} | {len(runs)} | {total} | {extra}{share} | {refined} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="central",
@@ -56,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"### method={method!r} ({len(names)} cases, "
               f"{time.perf_counter() - started:.1f} s)\n")
         print(text)
+        print()
+        print(cost_table(method, names))
         print()
     return 0
 

@@ -19,6 +19,7 @@ in test_methods.py.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -70,22 +71,35 @@ def judge(case: Case, result: fastcheck.GradCheckResult) -> tuple[str, list[str]
     return observed, problems
 
 
-def run(name: str, method: str = "central") -> tuple[str, tuple[str, ...]]:
+class Run(NamedTuple):
+    observed: str
+    problems: tuple[str, ...]
+    evaluations: int
+    refine_evaluations: int  # beyond the probes and the kernel's first run
+
+
+def run(name: str, method: str = "central") -> Run:
     """check_grad on a case (cached: the summary test reuses the per-case runs)."""
     return _run(name, method)
 
 
 @functools.cache
-def _run(name: str, method: str) -> tuple[str, tuple[str, ...]]:
+def _run(name: str, method: str) -> Run:
     case = BY_NAME[name]
     result = fastcheck.check_grad(case.loss, case.grad, case.make_params(), method=method)
     observed, problems = judge(case, result)
-    return observed, tuple(problems)
+    first = 0
+    if observed not in ("nondeterministic", "invalid"):
+        per = {"central": 2, "forward": 1, "backward": 1, "central4": 4, "richardson": 4,
+               "complex": 1}[method]
+        first = per * result.status.size + (method != "complex") + 3
+    refine = result.evaluations - first if first else 0
+    return Run(observed, tuple(problems), result.evaluations, refine)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case_verdict(case: Case) -> None:
-    _, problems = run(case.name)
+    problems = run(case.name).problems
     assert not problems, "; ".join(problems)
 
 
@@ -96,7 +110,7 @@ RERUN = [c for c in CASES if c.name not in LARGE]
 @pytest.mark.parametrize("method", SECOND_METHODS)
 @pytest.mark.parametrize("case", RERUN, ids=[c.name for c in RERUN])
 def test_case_verdict_other_methods(case: Case, method: str) -> None:
-    _, problems = run(case.name, method)
+    problems = run(case.name, method).problems
     assert not problems, f"{method}: " + "; ".join(problems)
 
 
@@ -112,9 +126,12 @@ def confusion_table(method: str = "central", names: list[str] | None = None) -> 
         row = {"dtype": dtype, "cases": len(cases), "expected_pass": 0, "false_positives": 0,
                "expected_fail": 0, "false_negatives": 0, "expected_kink": 0,
                "kinks_detected": 0, "expected_nondeterministic": 0,
-               "nondeterminism_detected": 0, "other_mismatches": 0}
+               "nondeterminism_detected": 0, "other_mismatches": 0, "evaluations": 0,
+               "refine_evaluations": 0}
         for c in cases:
-            observed, problems = run(c.name, method)
+            observed, problems, evaluations, refine = run(c.name, method)
+            row["evaluations"] += evaluations
+            row["refine_evaluations"] += refine
             if c.expected in ("pass", "kink"):
                 row["expected_pass"] += 1
                 row["false_positives"] += observed == "fail"
