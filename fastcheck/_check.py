@@ -15,6 +15,9 @@ The steps, in order (each has a reason):
 5. The noise model (see _verdict) marks suspects without further evaluations; only
    suspects are evaluated again at h / 4 to tell bugs from noise, truncation and
    kinks.
+
+mode="directional" and mode="sample" branch off after step 3 (see _directional
+and _sample); their components checked one by one go through steps 4 and 5.
 """
 
 from __future__ import annotations
@@ -30,15 +33,25 @@ from fastcheck import _kernel
 from fastcheck._evaluate import (
     METHODS,
     RawEvaluations,
+    WithBeforeEval,
     check_eps,
     check_loss,
     check_method,
+    check_step_resolution,
     default_eps,
     run_kernel,
     unit_roundoff,
 )
+from fastcheck._executor import check_executor
 from fastcheck._params import ParamLayout, as_layout
+from fastcheck._progress import (
+    check_progress,
+    check_warn_seconds,
+    progress_reporter,
+    warn_if_long,
+)
 from fastcheck._result import GradCheckResult, build_result
+from fastcheck._sample import check_c_loss_for_mode, check_mode_options, run_partial
 from fastcheck._verdict import (
     C_ROUND,
     KAPPA,
@@ -52,13 +65,15 @@ __all__ = ["check_grad"]
 
 _S = ComponentStatus
 CHECK_METHODS = ("central", "forward", "backward", "central4", "richardson", "complex")
-MODES = ("full",)
+MODES = ("full", "directional", "sample")
 # Suspects are evaluated again at h / REFINE, h / REFINE**2, ... (at most
 # REFINE_LEVELS times, two evaluations each, and only while undecided).  Eight
 # levels reach h / 65536: enough for a component whose own scale is 1e-5 of the
 # max(1, |theta_i|) the default step is relative to (_verdict note 6).
 REFINE = 4.0
 REFINE_LEVELS = 8
+# Rounding-limited suspects go the other way, to 4h, 16h: at most UPWARD_LEVELS.
+UPWARD_LEVELS = 2
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -189,7 +204,8 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
                 threads: int, step_dtype: np.dtype | None = None,
                 info: dict | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Re-examine suspects at steps h/4, h/16, ...: bug, noise, truncation or kink?
+    """Re-examine suspects at steps h/4, h/16, ... (or 4h, 16h when rounding limits
+    them): bug, noise, truncation or kink?
 
     See _verdict notes 4 and 6.  `idx` are positions in `raw`; `analytic` is
     restricted to them.  Each level evaluates only the components still undecided
@@ -251,9 +267,20 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
     status = np.full(n, _S.OK, dtype=np.int8)
     unresolved = np.zeros(n, dtype=bool)
     todo = np.arange(n)
+    # Which way to go: smaller steps shrink truncation and reveal kinks, but their
+    # rounding grows as 1/h.  When a step REFINE times smaller would already drown
+    # the miss in rounding, the suspect is rounding-limited: go to larger steps.
+    # (Not from central4's or richardson's pair: it is at u**(1/5), already as large
+    # as steps go; 4x and 16x that cross the kinks of an ordinary ReLU network.)
+    with np.errstate(all="ignore"):
+        rounding0 = rounding_noise(center, p, m, unit_roundoff=unit) / h
+        upward = KAPPA * REFINE * rounding0 >= 0.5 * np.abs(numerical - analytic)
+    if name in ("central4", "richardson"):
+        upward[:] = False
+    factor = np.where(upward, REFINE, 1 / REFINE)
     for level in range(1, levels + 1):
         new = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=flat[todo],
-                         eps_each=h[todo] / REFINE, with_center=False, threads=threads)
+                         eps_each=h[todo] * factor[todo], with_center=False, threads=threads)
         evaluations += new.calls
         h1, p1, m1 = h[todo], p[todo], m[todo]
         h2, p2, m2 = new.step, new.plus, new.minus
@@ -266,22 +293,24 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
             gap1, gap2 = np.abs(up1 - down1), np.abs(up2 - down2)
             floor = floor_rel * (np.abs(d2) + np.abs(g))
             resolve = np.abs(d1 - d2)
-            # A kink: the slope gap neither shrinks nor grows with the step (it is
-            # the jump in slope), while the central value stays put (the mean of two
-            # fixed one-sided slopes).  A gap that grows is a smooth loss probed
-            # with steps wider than its own scale (note 6).
+            # A kink: the slope gap neither shrinks with the step (smooth: gap ~ h) nor
+            # grows (rounding: gap ~ 1/h; a smooth loss probed with steps wider than
+            # its own scale, note 6), while the central value stays put (it is the
+            # mean of two fixed one-sided slopes).
             kink_shape = (gap2 > 0.5 * gap1) & (gap2 < 2 * gap1) & (resolve < 0.25 * gap2)
-            # ... and the gap is above the rounding of p - 2c + m (4 delta, delta
-            # already padded by C_ROUND; noise alone would also grow 4x per level).
+            # The stable gap is itself the evidence, so the modelled rounding of
+            # p - 2c + m (4 delta) only has to be exceeded, not by KAPPA: in float32
+            # the model is conservative enough to hide a genuine ReLU kink otherwise.
             kink = kink_shape & (gap2 > 4 * delta / h2)
             # The one-sided slopes carry O(h J'') truncation: allow for how much they
             # moved between the two steps.
             tol = KAPPA * (2 * delta / h2 + np.abs(up1 - up2) + np.abs(down1 - down2)) + floor
             kink_ok = (g >= np.minimum(up2, down2) - tol) & (g <= np.maximum(up2, down2) + tol)
             # Richardson extrapolation over the two steps removes the h**2 term.
-            ratio2 = (h1 / h2) ** 2 - 1
-            richardson = d2 + (d2 - d1) / ratio2
-            rounding = 1.1 * delta / h2
+            richardson = d2 + (d2 - d1) / ((h1 / h2) ** 2 - 1)
+            # (the finer difference's error is resolve / ratio2, in either direction)
+            ratio2 = (np.maximum(h1, h2) / np.minimum(h1, h2)) ** 2 - 1
+            rounding = 1.1 * delta / np.minimum(h1, h2)
             miss = np.abs(richardson - g)
             # Truncation still dominates the change between the two steps (note 6):
             # then `resolve` is the error of the coarser difference, not what the
@@ -307,10 +336,10 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
             # that curvature hides at these steps.
             up0 = up2 + (up2 - up1) * h2 / (h1 - h2)
             down0 = down2 + (down2 - down1) * h2 / (h1 - h2)
-            rounding0 = 3 * delta / h2
-            tol0 = KAPPA * rounding0 + floor
+            rounding_x = 3 * delta / np.minimum(h1, h2)
+            tol0 = KAPPA * rounding_x + floor
             may_be_kink = (kink_shape & kink_ok) | (
-                (np.abs(up0 - down0) > 2 * rounding0)
+                (np.abs(up0 - down0) > 2 * rounding_x)
                 & (g >= np.minimum(up0, down0) - tol0) & (g <= np.maximum(up0, down0) + tol0))
             stable_wrong = (~fine & (trunc <= 0.1 * miss) & (~truncating | asymptotic)
                             & ~may_be_kink)
@@ -325,9 +354,12 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
         settled = ~truncating | (asymptotic & (trunc <= rounding + floor / KAPPA))
         decided = (sure_kink | (~kink & fine & (settled | last)) | (~kink & stable_wrong)
                    | ~finite)
-        # Going further only helps while the next step's rounding stays well below
-        # the miss; past that the arithmetic cannot resolve it: leave it as fine.
-        hopeless = REFINE * rounding * KAPPA >= miss
+        # Going down only helps while the next step's rounding stays well below the
+        # miss; past that the arithmetic cannot resolve it: leave it as fine.  Going
+        # up, truncation grows 16x per level: stop after UPWARD_LEVELS.
+        going_up = upward[todo]
+        hopeless = np.where(going_up, level >= UPWARD_LEVELS,
+                            REFINE * rounding * KAPPA >= miss)
         decided |= last | hopeless
         unresolved[todo] = (last & ~hopeless & ~kink & ~stable_wrong & finite
                             & ~(fine & settled))
@@ -358,10 +390,15 @@ def check_grad(
     eps: float | None = None,
     method: str = "central",
     mode: str = "full",
+    k: int | float | None = None,
+    max_evals: int | None = None,
+    seed: int | None = None,
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     threads: int = 1,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    warn_seconds: float | None = 60.0,
+    executor: Any = None,
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -386,11 +423,29 @@ def check_grad(
         complex parameters (it works on complex copies made once: twice the
         parameters' memory); otherwise a ``ComplexStepError`` (a TypeError) names
         the method and keeps the loss's own error as ``__cause__``.
-    mode : {"full"}
-        Which components to check.
+    mode : {"full", "directional", "sample"}
+        Which components to check.  "full": every component (2 evaluations each
+        for central differences).  "directional": each parameter along random
+        directions, 2 evaluations per direction whatever its size; a failing
+        parameter is then localised by splitting it in halves until the wrong
+        components are isolated and checked one by one (about 2 log2(n)
+        evaluations per wrong component), within `max_evals`.  "sample": `k`
+        components per parameter, drawn at random and checked one by one.
+    k : int or float, optional
+        mode="sample": components per parameter (an int, at most the size of the
+        smallest parameter), or a fraction of each parameter (a float in (0, 1]).
+        Default: 32, or all of a smaller parameter.
+    max_evals : int, optional
+        mode="directional": the most loss evaluations to spend, everything
+        included (default 400, more for models with many parameter arrays).  The
+        result says what the budget did not cover.
+    seed : int, optional
+        Seed of the random directions / samples; the one used is in
+        ``result.extra["seed"]``.
     before_eval : callable, optional
-        Called with no argument before every loss evaluation, e.g. to reset a
-        random seed so that a loss with dropout becomes deterministic.
+        Called with no argument before every loss evaluation (and before a `grad`
+        callable), e.g. to reset a random seed so that a loss with dropout
+        becomes deterministic.
     refine : bool
         Re-evaluate suspicious components at smaller steps (h/4, h/16, ...) to
         tell bugs from noise, truncation and kinks: 2 more evaluations per
@@ -400,8 +455,27 @@ def check_grad(
         alone (suspects are then called wrong, kinks included).
     threads : int
         Worker threads (C losses only).
-    progress : callable, optional
-        ``progress(done, total)``, called periodically from the kernel.
+    progress : bool or callable, optional
+        None (default): a progress bar on stderr when it is a terminal and the
+        check is estimated to take over 2 s (tqdm when installed).  True / False:
+        always / never.  A callable: ``progress(done, total)``, called
+        periodically from the kernel (components; evaluations for
+        mode="directional").
+    warn_seconds : float or None
+        When the check is estimated (time of one loss evaluation × planned
+        evaluations) to take longer than this, emit a
+        :class:`fastcheck.LongCheckWarning` saying how long, with a cheaper mode.
+        None: never.
+    executor : concurrent.futures.Executor, optional
+        Spread the evaluations over this executor's workers (processes or machines:
+        ``ProcessPoolExecutor(n)``, or dask.distributed's
+        ``Client(...).get_executor()``).  The components are split into shards;
+        each worker runs the C kernel on its own copy of the parameters, so the
+        result is identical to a serial run and the caller's arrays are not
+        perturbed by the workers.  The loss and the parameters must be picklable
+        (a module-level function; cloudpickle, when installed, also takes lambdas
+        and closures), and the loss must read the parameters from its argument.
+        A C loss cannot cross processes: use `threads` for it.
 
     Returns
     -------
@@ -417,23 +491,27 @@ def check_grad(
     Exception
         Whatever the loss raised, unchanged, after the parameters were restored.
     """
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    check_c_loss_for_mode(loss, params, mode)
     check_loss(loss)
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    progress = check_progress(progress)
+    warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):
         raise TypeError("before_eval must be callable with no arguments, got "
                         f"{type(before_eval).__name__}")
+    check_executor(executor, loss, threads)
     layout = as_layout(params)
+    check_step_resolution(layout, eps, method)
+    options = check_mode_options(mode, layout, method, k=k, max_evals=max_evals, seed=seed)
+    if before_eval is not None and callable(grad):
+        before_eval()  # the analytic gradient sees the same state as every evaluation
     analytic = analytic_gradient(grad, layout)
 
     if before_eval is not None:
-        user_loss = loss
-
-        def loss(p: Any) -> Any:
-            before_eval()
-            return user_loss(p)
+        loss = WithBeforeEval(loss, before_eval)
 
     started = time.perf_counter()
     eps_text = _eps_rule(layout, method, eps)
@@ -444,9 +522,11 @@ def check_grad(
     extra_notes: list[str] = []
     try:
         # Step 3: determinism probes.
-        probes = []
+        probes, probe_seconds = [], []
         for _ in range(2):
+            probe_seconds.append(time.perf_counter())
             returned = loss(layout.params)
+            probe_seconds[-1] = time.perf_counter() - probe_seconds[-1]
             probes.append(_kernel.loss_value(returned))
             evaluations += 1
             changed = layout.changed_since(snapshot)
@@ -479,9 +559,26 @@ def check_grad(
                 layout, analytic, probes, spread, evaluations, time.perf_counter() - started,
                 eps_text, method, mode, "in two calls before the check")
 
+        if mode != "full":
+            result = run_partial(
+                options, loss, layout, analytic, center=probes[0], unit=unit, tiers=tiers,
+                method=method, step=step, relative=relative, refine=refine, threads=threads,
+                evaluations=evaluations, seconds_per_eval=min(probe_seconds),
+                progress=progress, warn_seconds=warn_seconds, eps_text=eps_text,
+                notes=extra_notes, started=started, executor=executor)
+            return _finish_partial(result, loss, layout, analytic, snapshot, probes, unit,
+                                   started)
+
         # Step 4: the kernel.
-        raw = run_kernel(loss, layout, method, eps=step, relative=relative, threads=threads,
-                         progress=progress)
+        estimate = warn_if_long(
+            min(probe_seconds), layout.size * METHODS[method].evals_per_component,
+            what=f"a full check of {layout.size:,} components", warn_seconds=warn_seconds,
+            suggestion="mode='directional' checks every parameter and finds wrong "
+                       "components in a few hundred evaluations (max_evals=).")
+        with progress_reporter(progress, total=layout.size, estimate=estimate,
+                               unit="components") as report:
+            raw = run_kernel(loss, layout, method, eps=step, relative=relative,
+                             threads=threads, progress=report, executor=executor)
         evaluations += raw.calls
         probes.append(_kernel.loss_value(loss(layout.params)))
         evaluations += 1
@@ -578,3 +675,26 @@ def _notes(layout: ParamLayout, status: np.ndarray, suspects: int, refined: bool
         notes.append("parameters of mixed dtypes: the verdict uses the bounds of the least "
                      "precise one")
     return notes
+
+
+def _finish_partial(result: GradCheckResult, loss: Callable, layout: ParamLayout,
+                    analytic: np.ndarray, snapshot: list[np.ndarray], probes: list[float],
+                    unit: float, started: float) -> GradCheckResult:
+    """The checks a full check makes after the kernel, for a partial mode's result:
+    J(theta) once more (determinism), and the parameters unchanged."""
+    evaluations = result.evaluations + 1
+    probes.append(_kernel.loss_value(loss(layout.params)))
+    args = (evaluations, time.perf_counter() - started, result.eps, result.method,
+            result.mode)
+    changed = layout.changed_since(snapshot)
+    if changed:
+        layout.restore(snapshot)
+        return _invalid_result(
+            layout, analytic, f"the parameters {changed} changed during the check: the loss "
+            "modifies them (they were restored). No verdict on the gradient", *args)
+    same, spread = _loss_is_deterministic(probes, unit)
+    if not same:
+        return _nondeterministic_result(layout, analytic, probes, spread, *args,
+                                        "before, during and after the check")
+    result.evaluations, result.seconds = args[0], args[1]
+    return result

@@ -71,6 +71,14 @@ METHODS: dict[str, Method] = {
 
 COMPLEX_STEP = 1e-20
 
+# What a loss raises when it cannot take complex input (method="complex" wraps
+# these in a ComplexStepError naming the method): numpy's "ufunc not supported for
+# the input types" and math.* are TypeErrors, some libraries raise ValueError, and
+# float() of a complex value warns ComplexWarning (an error under -W error).
+_COMPLEX_WARNING = getattr(getattr(np, "exceptions", np), "ComplexWarning", None)
+_REJECTS_COMPLEX: tuple[type[BaseException], ...] = (TypeError, ValueError) + (
+    (_COMPLEX_WARNING,) if _COMPLEX_WARNING is not None else ())
+
 
 def unit_roundoff(dtype: Any) -> float:
     """u = 2**-53 for float64, 2**-24 for float32."""
@@ -194,6 +202,8 @@ def run_kernel(
     progress: Callable[[int, int], Any] | None = None,
     with_center: bool = True,
     threads: int = 1,
+    executor: Any = None,
+    shards: int | None = None,
 ) -> RawEvaluations:
     """Evaluate the loss around the parameters with the C kernel.
 
@@ -220,14 +230,29 @@ def run_kernel(
         Evaluate J(theta) when the method allows it.
     threads : int
         Worker threads (C losses only; each works on a private copy of theta).
+    executor : concurrent.futures.Executor, optional
+        Run the components in shards on this executor, each worker on its own
+        copy of the parameters (see :mod:`fastcheck._executor`); the result is
+        identical to a serial run.
+    shards : int, optional
+        How many shards (with `executor`); default 4 per worker.
     """
+    if method == "richardson":
+        # Two central runs (each sharded on the executor, if any).
+        return _run_richardson(loss, layout, eps=eps,
+                               relative=eps is None if relative is None else relative,
+                               indices=indices, eps_each=eps_each, progress=progress,
+                               with_center=with_center, threads=threads, executor=executor,
+                               shards=shards)
+    if executor is not None:
+        from fastcheck._executor import run_sharded
+
+        return run_sharded(executor, loss, layout, method, eps=eps, relative=relative,
+                           indices=indices, eps_each=eps_each, progress=progress,
+                           with_center=with_center, threads=threads, shards=shards)
     m = METHODS[method]
     if relative is None:
         relative = eps is None
-    if m.name == "richardson":
-        return _run_richardson(loss, layout, eps=eps, relative=relative, indices=indices,
-                               eps_each=eps_each, progress=progress,
-                               with_center=with_center, threads=threads)
     evals = m.evals if with_center else m.evals & ~_C
     target_layout, call_params, imag = layout, layout.params, False
     if m.name == "complex":
@@ -275,11 +300,12 @@ def run_kernel(
                 progress=report, imag=imag, threads=threads)
         except ComplexStepError:
             raise  # the loss returned a real value: the message already says so
-        except Exception as exc:
+        except _REJECTS_COMPLEX as exc:
             if not imag:
                 raise
-            # The loss failed on complex input (math.exp, np.maximum, float(), a
-            # comparison, ...): say which method needs it, keep the original.
+            # The loss failed on complex input (a ufunc without complex loops,
+            # math.exp, float() under warnings-as-errors, ...): say which method
+            # needs it, keep the original.  Other exceptions come through as raised.
             raise ComplexStepError(
                 "method='complex' needs a loss that accepts complex parameters: "
                 f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
@@ -310,6 +336,8 @@ def _run_richardson(
     progress: Callable[[int, int], Any] | None,
     with_center: bool,
     threads: int,
+    executor: Any = None,
+    shards: int | None = None,
 ) -> RawEvaluations:
     """Richardson extrapolation: two central runs, at h and at h / 2.
 
@@ -340,15 +368,28 @@ def _run_richardson(
 
     first = run_kernel(loss, layout, "central", eps=eps, relative=relative, indices=indices,
                        eps_each=eps_each, progress=report_first, with_center=with_center,
-                       threads=threads)
+                       threads=threads, executor=executor, shards=shards)
     second = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=indices,
                         eps_each=first.step / 2, progress=report_second, with_center=False,
-                        threads=threads)
+                        threads=threads, executor=executor, shards=shards)
     return RawEvaluations(
         method=METHODS["richardson"], indices=first.indices, center=first.center,
         plus=first.plus, minus=first.minus, plus2=second.plus, minus2=second.minus,
         step=first.step, calls=first.calls + second.calls,
         seconds=first.seconds + second.seconds, step2=second.step)
+
+
+class WithBeforeEval:
+    """``loss(params)`` preceded by ``before_eval()``: a picklable wrapper (a closure
+    would not cross to an executor's worker processes with plain pickle)."""
+
+    def __init__(self, loss: Callable[[Any], Any], before_eval: Callable[[], Any]) -> None:
+        self.loss = loss
+        self.before_eval = before_eval
+
+    def __call__(self, params: Any) -> Any:
+        self.before_eval()
+        return self.loss(params)
 
 
 def check_eps(eps: Any) -> float | None:
@@ -361,6 +402,30 @@ def check_eps(eps: Any) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     return value
+
+
+def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -> None:
+    """Refuse an absolute step that vanishes next to some component.
+
+    The kernel divides by the represented step ``(x + eps) - x``; when eps is below
+    half an ulp of x that step is 0 and the quotient 0/0.  Checked once, vectorised,
+    before anything is evaluated.  (Default steps are relative and cannot vanish.)
+    """
+    if eps is None or method == "complex":
+        return  # complex step perturbs the imaginary part, which starts at 0
+    for name, array in zip(layout.names, layout.arrays):
+        if array.size == 0:
+            continue
+        values = array.ravel()
+        vanished = (values + array.dtype.type(eps)) - values == 0
+        if vanished.any():
+            where = int(np.flatnonzero(vanished)[0])
+            component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)
+            raise ValueError(
+                f"eps={eps:g} is below the resolution of parameter {name!r} at {component} "
+                f"(value {values[where]!r}, {array.dtype}): the step (x + eps) - x rounds "
+                "to 0. Use a larger eps, or the default (eps=None), which scales the step "
+                "with |x| and the dtype")
 
 
 def check_method(method: Any, allowed: tuple[str, ...] | None = None) -> str:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastcheck._evaluate import check_eps, check_loss, check_method, run_kernel
+from fastcheck._evaluate import (
+    check_eps,
+    check_loss,
+    check_method,
+    check_step_resolution,
+    run_kernel,
+)
+from fastcheck._executor import check_executor
 from fastcheck._params import as_layout
 
 __all__ = ["numerical_grad"]
@@ -20,6 +27,7 @@ def numerical_grad(
     *,
     eps: float | None = None,
     method: str = "central",
+    executor: Any = None,
 ) -> Any:
     """The numerical gradient of ``loss(params)`` by finite differences.
 
@@ -52,6 +60,10 @@ def numerical_grad(
         ``ComplexStepError`` names the method and keeps the loss's own error as
         ``__cause__``), and the copies cost twice the parameters' memory, once.
         float16 parameters are refused by every method (TypeError).
+    executor : concurrent.futures.Executor, optional
+        Evaluate the components in shards on this executor's workers, each on its
+        own copy of the parameters; the result is identical to a serial run (see
+        :func:`fastcheck.check_grad`).
 
     Returns
     -------
@@ -77,6 +89,8 @@ def numerical_grad(
     check_loss(loss)
     method = check_method(method, NUMERICAL_GRAD_METHODS)
     eps = check_eps(eps)
+    check_executor(executor, loss)
     layout = as_layout(params)
-    raw = run_kernel(loss, layout, method, eps=eps)
+    check_step_resolution(layout, eps, method)
+    raw = run_kernel(loss, layout, method, eps=eps, executor=executor)
     return layout.unflatten(raw.derivative())

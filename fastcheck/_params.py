@@ -76,6 +76,16 @@ def _memory_runs(array: np.ndarray, name: str) -> np.ndarray:
     starts = np.zeros(1, dtype=np.intp)
     for n, s in merged[:-1]:
         starts = (starts[:, None] + np.arange(n, dtype=np.intp)[None, :] * s).ravel()
+    if len(merged) > 1 or abs(run_stride) != 1:
+        # A view made with as_strided can map two indices to one element; then
+        # perturbing one moves the other.  Contiguous runs cannot, so only
+        # non-contiguous layouts pay for this O(n log n) look at every address.
+        addresses = (starts[:, None] + np.arange(run_length, dtype=np.intp) * run_stride).ravel()
+        if np.unique(addresses).size != addresses.size:
+            raise ValueError(
+                f"parameter {name!r} has elements that share memory (an as_strided view "
+                "whose strides overlap); perturbing one would move the others. Pass a real "
+                f"array, e.g. np.array({name})")
     table = np.empty((starts.size, 3), dtype=np.intp)
     table[:, 0] = address + starts * itemsize
     table[:, 1] = run_length
@@ -158,6 +168,9 @@ class ParamLayout:
             raise ValueError("params has no components (every array is empty)")
         self._check_no_overlap()
         self._groups: list[KernelGroup] | None = None
+        # Build the block tables now: they validate strides and alignment, and a
+        # bad layout must be refused before the loss is ever called.
+        self.kernel_groups()
 
     # ------------------------------------------------------------------ basics
     @property
@@ -213,6 +226,8 @@ class ParamLayout:
                     start += self.arrays[i].size
                     if self.arrays[i].size:
                         tables.append(_memory_runs(self.arrays[i], self.names[i]))
+                if not tables:
+                    continue  # only empty arrays of this dtype: nothing to perturb
                 blocks = np.ascontiguousarray(np.concatenate(tables), dtype=np.intp)
                 groups.append(KernelGroup(dtype, members, blocks, local))
             self._groups = groups
@@ -296,12 +311,12 @@ class ParamLayout:
         out = np.empty(self.size, dtype=np.float64)
         for i, (item, array, name) in enumerate(zip(items, self.arrays, self.names)):
             if not isinstance(item, np.ndarray):
-                if np.isscalar(item) and array.size == 1 and not isinstance(item, (str, bytes)):
+                if isinstance(item, (float, np.floating)) and array.size == 1:
                     item = np.asarray(item)
                 else:
                     raise TypeError(f"{what} for parameter {name!r} must be a numpy array "
                                     f"of shape {array.shape}, got {type(item).__name__}")
-            if item.dtype.kind not in "fiu" or item.dtype.kind == "b":
+            if item.dtype.kind != "f":
                 raise TypeError(f"{what} for parameter {name!r} has dtype {item.dtype}; "
                                 "expected a real floating-point array")
             # Strict on shape: a (1, 5) gradient for a (5, 1) bias is usually a

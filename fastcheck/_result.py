@@ -250,17 +250,23 @@ class GradCheckResult:
     # ------------------------------------------------------------------ output
     def summary(self) -> str:
         """One line: the verdict and the headline numbers."""
+        if self.verdict == "nondeterministic":
+            return ("gradient check NONDETERMINISTIC: the loss gives different values at the "
+                    f"same parameters, so no verdict on the gradient ({self.method}, {self.mode})")
+        if self.verdict == "invalid":
+            return ("gradient check INVALID: no verdict on the gradient "
+                    f"({self.method}, {self.mode})")
         head = (f"gradient check {self.verdict.upper()}: relative error "
                 f"{self.relative_error:.2e}")
-        parts = [f"{self.n_checked} of {self.status.size} components checked"
-                 if self.n_checked < self.status.size else f"{self.status.size} components"]
+        parts = [f"{self.n_checked:,} of {self.status.size:,} components checked"
+                 if self.n_checked < self.status.size else f"{self.status.size:,} components"]
         if self.n_wrong:
-            parts.append(f"{self.n_wrong} wrong")
+            parts.append(f"{self.n_wrong:,} wrong")
         if self.n_kinks:
-            parts.append(f"{self.n_kinks} at kinks")
+            parts.append(f"{self.n_kinks:,} at kinks")
         nonfinite = self._count(_S.NONFINITE_LOSS)
         if nonfinite:
-            parts.append(f"{nonfinite} not finite")
+            parts.append(f"{nonfinite:,} not finite")
         return f"{head} ({', '.join(parts)}; {self.method}, {self.mode})"
 
     def _blame(self) -> str | None:
@@ -272,9 +278,12 @@ class GradCheckResult:
         if not bad:
             return None
         good = [p for p in self.parameters if p not in bad]
-        said = ", ".join(f"{p.name} is {p.verdict if p.verdict != 'ok' else 'wrong'} "
-                         f"(relative error {p.relative_error:.1e}, {p.wrong} of "
-                         f"{p.checked} components wrong)" for p in bad)
+        said = ", ".join(
+            f"{p.name} is {p.verdict if p.verdict != 'ok' else 'wrong'} "
+            f"(relative error {p.relative_error:.1e}"
+            + (f", {p.wrong:,} of {p.checked:,} checked components wrong)" if p.checked
+               else ")")
+            for p in bad)
         if good:
             tiers = sorted({p.verdict for p in good}, key=TIERS.index)
             rest = "every other parameter is " + " or ".join(tiers)
@@ -299,15 +308,14 @@ class GradCheckResult:
             worst = [c for c in self.worst(k) if c.status != "not checked"]
             if worst and (not self.passed or self.n_kinks):
                 lines.append("")
-                lines.append("components most likely wrong (ranked by relative difference, "
-                             "noise-guarded):")
+                lines.append("components ranked by relative difference (noise-guarded):")
                 lines.append(_table(
                     ["component", "numerical", "analytic", "abs diff", "rel diff", "noise",
                      "status"],
                     [[c.name, f"{c.numerical:.6e}", f"{c.analytic:.6e}", f"{c.abs_diff:.2e}",
                       f"{c.rel_diff:.2e}", f"{c.noise:.1e}", c.status] for c in worst]))
         lines.append("")
-        lines.append(f"{self.evaluations} loss evaluations in {self.seconds:.3g} s; "
+        lines.append(f"{self.evaluations:,} loss evaluations in {self.seconds:.3g} s; "
                      f"step {self.eps} ({self.method})")
         if self.tiers is not None:
             t = self.tiers
@@ -348,9 +356,9 @@ class GradCheckResult:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     for r in rows:
-        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return "\n".join(out)
 
 

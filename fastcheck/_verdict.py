@@ -30,7 +30,10 @@ Numbered notes (the code refers to them):
      (it is large when rounding or truncation dominates).  The component is wrong
      when |R - g| > KAPPA * (rounding(R) + |D - D'|) + floor.
    A real bug keeps the same difference at every step, so it survives; noise and
-   truncation change with the step, so they do not.
+   truncation change with the step, so they do not.  A suspect whose miss a step
+   4x smaller would already drown in rounding goes the other way, to 4h and 16h
+   (at most 2 levels; not from central4's or richardson's pair, which starts at
+   u**(1/5) already: 4x and 16x that cross the kinks of an ordinary ReLU network).
 5. The overall verdict starts from the tier of the relative error (over the
    components that are not kinks) and is then corrected by the component test:
    a confirmed wrong component makes it at least "suspicious" (one bad component
@@ -69,7 +72,8 @@ Numbered notes (the code refers to them):
    And a small jump next to curvature (slopes up/down = up0/down0 + O(h J''))
    can make the gap shrink between two steps as a smooth loss's does.  Now:
    - the gap must exceed 4 delta / h (delta is already padded by C_ROUND, and
-     noise alone would grow 4x per level, which the shape test refuses);
+     noise alone would grow 4x per level, which the shape test refuses) -- the
+     same change was made independently on main (commit ec8fada);
    - a component is not called wrong while it may be a kink with g one of the
      slopes: the gap has a kink's shape and g lies between the slopes, or the
      one-sided slopes extrapolated to h -> 0 (up0 = up2 + (up2 - up1) h2 /

@@ -28,17 +28,17 @@ This module imports only numpy, so that it can be used without building the C ex
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar
 
 import numpy as np
 
 __all__ = [
     "DemoNetwork",
-    "ReluNetwork",
     "DropoutNetwork",
+    "ReluNetwork",
     "demo_network",
-    "relu_network",
     "dropout_network",
+    "relu_network",
 ]
 
 Params = dict[str, np.ndarray]
@@ -74,7 +74,7 @@ class _ReluSigmoidMLP:
     ----------
     params : dict of str to ndarray
         ``"W1"``, ``"b1"``, ..., ``"WL"``, ``"bL"``; ``W[l]`` is ``n_l x n_{l-1}`` and
-        ``b[l]`` is ``n_l x 1``.
+        ``b[layer]`` is ``n_l x 1``.
     X : ndarray, shape (n_x, m)
         Inputs, one example per column.
     Y : ndarray, shape (1, m)
@@ -88,7 +88,7 @@ class _ReluSigmoidMLP:
 
     # Per-block factors injected by ``buggy_grad``: {"dW2": 2.0} means dW2 is computed as
     # 2 * dZ2 @ A1.T / m.  Subclasses set this to describe their bugs.
-    _bugs: dict[str, float] = {}
+    _bugs: ClassVar[dict[str, float]] = {}
 
     def __init__(
         self,
@@ -96,13 +96,13 @@ class _ReluSigmoidMLP:
         X: np.ndarray,
         Y: np.ndarray,
         keep_prob: float = 1.0,
-        rng: Optional[np.random.Generator] = None,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.params: Params = params
         self.X: np.ndarray = X
         self.Y: np.ndarray = Y
         self.keep_prob: float = float(keep_prob)
-        self._rng: Optional[np.random.Generator] = rng
+        self._rng: np.random.Generator | None = rng
         # Number of LINEAR layers, L.
         self.n_layers: int = len(params) // 2
 
@@ -116,12 +116,12 @@ class _ReluSigmoidMLP:
         L = self.n_layers
         A = self.X
         cache: list[dict[str, np.ndarray]] = []
-        for l in range(1, L + 1):
-            W = params[f"W{l}"]
-            b = params[f"b{l}"]
+        for layer in range(1, L + 1):
+            W = params[f"W{layer}"]
+            b = params[f"b{layer}"]
             Z = W @ A + b
             entry = {"A_prev": A, "Z": Z}
-            if l < L:
+            if layer < L:
                 A = np.maximum(Z, 0)
                 if self.keep_prob < 1.0:
                     # Inverted dropout: drop with probability 1 - keep_prob and rescale the
@@ -144,7 +144,7 @@ class _ReluSigmoidMLP:
         cost = -(1 / m) * np.sum(Y * np.log(AL) + (1 - Y) * np.log(1 - AL))
         return float(cost)
 
-    def loss(self, params: Optional[Params] = None) -> float:
+    def loss(self, params: Params | None = None) -> float:
         """Forward pass and cross-entropy cost.
 
         Parameters
@@ -175,15 +175,15 @@ class _ReluSigmoidMLP:
         # in dW and db).  Using the simplified form instead of dA * s * (1 - s) avoids
         # dividing by A_L and 1 - A_L, which lose precision when the output saturates.
         dZ = AL - Y
-        for l in range(L, 0, -1):
-            A_prev = cache[l - 1]["A_prev"]
+        for layer in range(L, 0, -1):
+            A_prev = cache[layer - 1]["A_prev"]
             # bugs.get(...) is 1.0 for a correct gradient: a bug is a wrong factor written
             # into the formula, e.g. "4/m instead of 1/m" is the factor 4 on db.
-            grads[f"W{l}"] = bugs.get(f"dW{l}", 1.0) * (dZ @ A_prev.T) / m
-            grads[f"b{l}"] = bugs.get(f"db{l}", 1.0) * np.sum(dZ, axis=1, keepdims=True) / m
-            if l > 1:
-                dA = params[f"W{l}"].T @ dZ
-                prev = cache[l - 2]
+            grads[f"W{layer}"] = bugs.get(f"dW{layer}", 1.0) * (dZ @ A_prev.T) / m
+            grads[f"b{layer}"] = bugs.get(f"db{layer}", 1.0) * np.sum(dZ, axis=1, keepdims=True) / m
+            if layer > 1:
+                dA = params[f"W{layer}"].T @ dZ
+                prev = cache[layer - 2]
                 if "D" in prev:
                     # Dropout backward: the same mask and the same rescaling as forward.
                     dA = dA * prev["D"] / self.keep_prob
@@ -192,7 +192,7 @@ class _ReluSigmoidMLP:
         # Return the blocks in the same order as params (W1, b1, W2, ...), not reversed.
         return {k: np.ascontiguousarray(grads[k]) for k in params}
 
-    def grad(self, params: Optional[Params] = None) -> Params:
+    def grad(self, params: Params | None = None) -> Params:
         """Correct hand-written gradient of :meth:`loss`.
 
         Parameters
@@ -210,7 +210,7 @@ class _ReluSigmoidMLP:
         params = self.params if params is None else params
         return self._backward(params, {})
 
-    def buggy_grad(self, params: Optional[Params] = None) -> Params:
+    def buggy_grad(self, params: Params | None = None) -> Params:
         """The backward pass with this model's injected bugs (see the class docstring).
 
         Parameters
@@ -227,7 +227,7 @@ class _ReluSigmoidMLP:
         return self._backward(params, self._bugs)
 
     # ------------------------------------------------------------------ helpers
-    def preactivations(self, params: Optional[Params] = None) -> list[np.ndarray]:
+    def preactivations(self, params: Params | None = None) -> list[np.ndarray]:
         """The pre-activations ``Z1, ..., ZL`` (without dropout), e.g. to look for kinks."""
         params = self.params if params is None else params
         saved = self.keep_prob
@@ -257,7 +257,7 @@ class DemoNetwork(_ReluSigmoidMLP):
         The data, in the same dtype.
     """
 
-    _bugs = {"dW2": 2.0, "db1": 4.0}
+    _bugs: ClassVar[dict[str, float]] = {"dW2": 2.0, "db1": 4.0}
 
     #: Layer sizes n_0 (features), n_1, n_2, n_3.
     layer_dims: tuple[int, ...] = (4, 5, 3, 1)
@@ -282,12 +282,12 @@ class ReluNetwork(_ReluSigmoidMLP):
         perturbation moves that pre-activation across the kink (empty without a kink).
     """
 
-    _bugs = {"dW3": 1.5}
+    _bugs: ClassVar[dict[str, float]] = {"dW3": 1.5}
 
     layer_dims: tuple[int, ...] = (3, 4, 3, 1)
     n_examples: int = 4
 
-    kink: Optional[tuple[int, int, int]] = None
+    kink: tuple[int, int, int] | None = None
     kink_components: tuple[str, ...] = ()
 
 
@@ -312,7 +312,9 @@ class DropoutNetwork(_ReluSigmoidMLP):
 
 
 # ---------------------------------------------------------------------- construction
-def _draw(rng: np.random.Generator, dims: tuple[int, ...], m: int) -> tuple[Params, np.ndarray, np.ndarray]:
+def _draw(
+    rng: np.random.Generator, dims: tuple[int, ...], m: int
+) -> tuple[Params, np.ndarray, np.ndarray]:
     """Draw float64 data and He-initialised parameters for a network of the given sizes."""
     X = rng.standard_normal((dims[0], m))
     # Both classes present, so that the cost is not trivially minimised by saturation.
@@ -320,14 +322,17 @@ def _draw(rng: np.random.Generator, dims: tuple[int, ...], m: int) -> tuple[Para
     while m > 1 and np.all(Y == Y[0, 0]):
         Y = rng.integers(0, 2, size=(1, m)).astype(np.float64)
     params: Params = {}
-    for l in range(1, len(dims)):
+    for layer in range(1, len(dims)):
         # He initialisation keeps pre-activations O(1) through the ReLU layers.
-        params[f"W{l}"] = rng.standard_normal((dims[l], dims[l - 1])) * np.sqrt(2.0 / dims[l - 1])
-        params[f"b{l}"] = 0.1 * rng.standard_normal((dims[l], 1))
+        fan_in = dims[layer - 1]
+        params[f"W{layer}"] = rng.standard_normal((dims[layer], fan_in)) * np.sqrt(2.0 / fan_in)
+        params[f"b{layer}"] = 0.1 * rng.standard_normal((dims[layer], 1))
     return params, X, Y
 
 
-def _cast(params: Params, X: np.ndarray, Y: np.ndarray, dtype) -> tuple[Params, np.ndarray, np.ndarray]:
+def _cast(
+    params: Params, X: np.ndarray, Y: np.ndarray, dtype
+) -> tuple[Params, np.ndarray, np.ndarray]:
     """C-contiguous copies in the requested dtype (a checker wants plain, owned arrays)."""
     dt = np.dtype(dtype)
     if dt.kind != "f":
@@ -336,7 +341,7 @@ def _cast(params: Params, X: np.ndarray, Y: np.ndarray, dtype) -> tuple[Params, 
     return cast, np.ascontiguousarray(X, dtype=dt), np.ascontiguousarray(Y, dtype=dt)
 
 
-def _is_good(net: _ReluSigmoidMLP, skip: Optional[tuple[int, int, int]] = None) -> bool:
+def _is_good(net: _ReluSigmoidMLP, skip: tuple[int, int, int] | None = None) -> bool:
     """Whether a drawn network makes a sound test model.
 
     Every pre-activation (except the deliberate kink ``skip``) is at least
@@ -344,9 +349,9 @@ def _is_good(net: _ReluSigmoidMLP, skip: Optional[tuple[int, int, int]] = None) 
     non-zero (a dead block would hide a bug injected into it).
     """
     Zs = net.preactivations()
-    for l, Z in enumerate(Zs, start=1):
+    for layer, Z in enumerate(Zs, start=1):
         absZ = np.abs(Z).astype(np.float64)
-        if skip is not None and skip[0] == l:
+        if skip is not None and skip[0] == layer:
             absZ[skip[1], skip[2]] = np.inf
         if np.min(absZ) < _SMOOTH_MARGIN:
             return False
@@ -385,7 +390,9 @@ def demo_network(seed: int = 1, dtype=np.float64) -> DemoNetwork:
     raise RuntimeError("could not draw a demo network away from the ReLU kink")  # pragma: no cover
 
 
-def relu_network(seed: int = 0, straddle: bool = True, offset: float = 0.0, dtype=np.float64) -> ReluNetwork:
+def relu_network(
+    seed: int = 0, straddle: bool = True, offset: float = 0.0, dtype=np.float64
+) -> ReluNetwork:
     """A small ReLU network (3 features, 4 examples, hidden 4 and 3) on the ReLU kink.
 
     With ``straddle=True`` one first-layer bias is set so that one unit's pre-activation for
@@ -450,7 +457,7 @@ def relu_network(seed: int = 0, straddle: bool = True, offset: float = 0.0, dtyp
                 continue
             net.kink = (1, k, j)
             names = [f"W1[{k}, {i}]" for i in range(dims[0]) if X[i, j] != 0]
-            net.kink_components = tuple(names) + (f"b1[{k}, 0]",)
+            net.kink_components = (*tuple(names), f"b1[{k}, 0]")
             return net
     raise RuntimeError("could not build a ReLU network on the kink")  # pragma: no cover
 

@@ -49,7 +49,12 @@ def test_before_eval_is_called_before_every_evaluation():
     theta = np.array([0.3, -1.2, 2.0])
     result = fastcheck.check_grad(lambda t: float(np.sum(t**2)), lambda t: 2 * t, theta,
                                   before_eval=lambda: calls.append(1))
-    assert len(calls) == result.evaluations == 2 * 3 + 1 + 3
+    # every evaluation, and once before the grad callable (same state as the loss)
+    assert result.evaluations == 2 * 3 + 1 + 3
+    assert len(calls) == result.evaluations + 1
+    fastcheck.check_grad(lambda t: float(np.sum(t**2)), 2 * theta, theta,
+                         before_eval=lambda: calls.append(1))
+    assert len(calls) == 2 * result.evaluations + 1
 
 
 def test_before_eval_must_be_callable():

@@ -1,0 +1,723 @@
+"""mode="directional": random-direction checks per parameter, and localisation.
+
+Design notes (the code refers to them):
+
+1. The directional test.  For a parameter block and a random direction v, the
+   central difference D = (J(theta + h v) - J(theta - h v)) / 2h approximates
+   <grad J, v>; a gradient error e shows as the mismatch D - <g, v> = <e, v>.
+   It is compared with the noise of D -- rounding delta / h (delta = C_ROUND u |J|,
+   as in _verdict note 2) plus a curvature guess for truncation -- and a relative
+   floor (the "excellent" tier times |D| + |<g, v>|, as for a component), *not*
+   with |grad J| |v|.  So one wrong component among a million is still seen:
+   <e, v> = e_i v_i does not shrink with the size of the block.
+2. Directions.  v_i = s_i m_i, with random signs s_i and magnitudes m_i uniform
+   in [0.5, 1.5]: no component is ever nearly left out (a Gaussian v would make
+   |v_i| small with probability ~8 % and hide e_i there), and errors in several
+   components do not cancel exactly (they would with probability 1/2 for two
+   equal errors under +-1 signs).  Two independent directions per block.
+3. In place.  theta_S + h v_S is written into the user's own arrays with numpy,
+   J is evaluated, then theta_S - h v_S, then the saved theta_S is written back by
+   assignment -- bitwise, also on exceptions and Ctrl-C (try / finally).  Only the
+   affected range is saved.  The direction actually applied is what the dtype
+   represents: w = (fl(x + h v) - fl(x - h v)) / 2h, and <g, w> is compared.
+4. The step is relative to the block's scale, h = eps0 max(1, |theta_block|_inf) /
+   |v|_inf, eps0 the default central step of the dtype (or the user's eps, then
+   absolute).  A direction whose first mismatch exceeds its tolerance is
+   evaluated again at h/4, h/16, ... and judged like a component in check_grad's
+   second look: a bug's mismatch does not depend on the step, truncation and
+   noise do; a kink keeps its one-sided slopes apart.
+5. Localisation is group testing with additive measurements.  A failing block
+   is split in two halves of contiguous flat indices; the direction restricted
+   to the left half is measured (2 evaluations).  When it passes, the right half
+   must hold the error (the parent failed): no evaluation needed.  When it fails
+   too, the right half may or may not: since D and <g, w> are both linear in the
+   direction, its mismatch is the parent's minus the left's, for free, with the
+   two tolerances added; once that inferred tolerance has grown well past a
+   direct one, the right half is measured instead.
+   Halves that fail are split again, breadth first, down to ranges of at most
+   LEAF components, which are checked one by one through the kernel with the
+   same first / second look as mode="full": the final statuses come from the
+   component logic.  k wrong components among n cost about 2 k log2(n)
+   evaluations.
+6. "Wrong throughout": when (nearly) every one of the 2**THROUGHOUT_LEVEL parts
+   of a block fails, a sample of THROUGHOUT_SAMPLE components is checked one by
+   one; if enough of them are wrong the block is reported as wrong throughout,
+   instead of spending n evaluations on it.
+7. Cancellation guard.  After a block's localisation, the components found must
+   explain the mismatch of *both* directions (sum of e_i w_i over the found
+   components, e_i = numerical - analytic).  A residual beyond tolerance in the
+   second direction starts a new localisation along it, with the known
+   contributions subtracted; a residual left at the end is reported.
+8. max_evals bounds everything (probes, directions, localisation, components);
+   what the budget did not cover is said in the notes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from fastcheck._evaluate import default_eps
+from fastcheck._result import GradCheckResult, build_result
+from fastcheck._sample import BudgetExhausted, PartialCheck
+from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, relative_error, tier_of
+
+__all__ = ["DEFAULT_MAX_EVALS", "ParamsModified", "check_max_evals", "minimum_evals",
+           "run_directional"]
+
+_S = ComponentStatus
+DIRECTIONS = 2               # independent directions per block (note 2)
+MAGNITUDE = (0.5, 1.5)       # |v_i| range (note 2)
+REFINE = 4.0                 # re-test a failing direction at h / 4, h / 16, ... (note 4)
+REFINE_LEVELS = 4
+LEAF = 2                     # ranges this small are checked one by one (note 5)
+REANCHOR = 3.0               # measure the right half when inference gets this loose
+THROUGHOUT_LEVEL = 3         # 2**3 = 8 parts (note 6)
+THROUGHOUT_PASS = 1          # at most this many of the parts may pass
+THROUGHOUT_SAMPLE = 20
+THROUGHOUT_WRONG = 0.25      # fraction of the sample that must be wrong
+DEFAULT_MAX_EVALS = 400
+PROBES = 3                   # J(theta) twice before, once after
+
+
+def minimum_evals(blocks: int) -> int:
+    """The fewest evaluations mode="directional" can do anything useful with."""
+    return PROBES + 2 * DIRECTIONS * blocks
+
+
+def check_max_evals(max_evals: Any, layout: Any) -> int:
+    """Validate max_evals for `layout`; None gives the default (note 8)."""
+    blocks = sum(1 for a in layout.arrays if a.size)
+    least = minimum_evals(blocks)
+    depth = max(1, math.ceil(math.log2(max(2, max(a.size for a in layout.arrays)))))
+    if max_evals is None:
+        return max(DEFAULT_MAX_EVALS, least + 4 * depth + 16)
+    if isinstance(max_evals, (bool, np.bool_)) or not isinstance(max_evals,
+                                                                (int, np.integer)):
+        raise TypeError(f"max_evals must be an int (a number of loss evaluations), got "
+                        f"{type(max_evals).__name__}")
+    if max_evals < least:
+        raise ValueError(
+            f"max_evals={max_evals} is too small to do anything useful: mode='directional' "
+            f"needs at least {least} loss evaluations for {blocks} parameter block(s) "
+            f"({PROBES} evaluations of J(θ) to check the loss is deterministic, and "
+            f"{DIRECTIONS} directions × 2 evaluations per block), and about "
+            f"{2 * depth + 8} more to localise one wrong component among "
+            f"{max(a.size for a in layout.arrays):,}. Pass max_evals >= {least + 4 * depth + 16}")
+    return int(max_evals)
+
+
+class ParamsModified(Exception):
+    """The loss wrote into the parameters it was given (they were restored)."""
+
+
+class _Access:
+    """Read and write a C-order range of one array's components, whatever its strides."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.flat = array.reshape(-1) if array.flags.c_contiguous else None
+        self.size = array.size
+
+    def _where(self, lo: int, hi: int) -> tuple:
+        return np.unravel_index(np.arange(lo, hi), self.array.shape)
+
+    def get(self, lo: int, hi: int) -> np.ndarray:
+        if self.flat is not None:
+            return self.flat[lo:hi].copy()
+        if lo == 0 and hi == self.size:
+            return np.array(self.array, order="C").reshape(-1)
+        return self.array[self._where(lo, hi)]
+
+    def holds(self, lo: int, hi: int, values: np.ndarray) -> bool:
+        """Whether the range holds exactly `values` (bit for bit)."""
+        now = self.flat[lo:hi] if self.flat is not None else self.get(lo, hi)
+        bits = np.dtype(f"u{values.itemsize}")
+        return bool(np.array_equal(now.view(bits), values.view(bits)))
+
+    def put(self, lo: int, hi: int, values: np.ndarray) -> None:
+        if self.flat is not None:
+            self.flat[lo:hi] = values
+        elif lo == 0 and hi == self.size:
+            self.array[...] = values.reshape(self.array.shape)
+        else:
+            self.array[self._where(lo, hi)] = values
+
+
+@dataclass
+class _Measure:
+    """One directional measurement over a range, at one step."""
+
+    d: float          # central difference along w
+    g: float          # <analytic, w>
+    tol: float        # allowed |d - g| (note 1)
+    h: float
+    plus: float
+    minus: float
+
+    @property
+    def mismatch(self) -> float:
+        return self.d - self.g
+
+
+@dataclass
+class _Test:
+    """The block-level test of one direction (notes 1 and 4)."""
+
+    direction: int
+    status: str = "undecided"   # pass, wrong, kink, nonfinite, undecided
+    h: float = math.nan         # the step the decision was made at
+    mismatch: float = math.nan  # raw central mismatch at h (for localisation)
+    estimate: float = math.nan  # best estimate of the mismatch (Richardson if refined)
+    d: float = math.nan
+    g: float = math.nan
+    tol: float = math.nan
+    z: float = math.nan         # first look: |mismatch| / tolerance
+    steps: int = 0
+
+    def as_dict(self) -> dict:
+        return {"direction": self.direction, "status": self.status, "step": self.h,
+                "derivative": self.d, "analytic": self.g, "mismatch": self.estimate,
+                "tolerance": self.tol, "z": self.z, "steps": self.steps}
+
+
+@dataclass
+class _Block:
+    p: int
+    name: str
+    array: np.ndarray
+    offset: int
+    access: _Access
+    g: np.ndarray                 # analytic, non-finite entries zeroed
+    dirs: list[np.ndarray]
+    scale: float
+    base_h: float
+    tests: list[_Test] = field(default_factory=list)
+    known: dict[int, float] = field(default_factory=dict)   # local index -> e_i
+    known_noise: dict[int, float] = field(default_factory=dict)
+    descended: set[int] = field(default_factory=set)
+    throughout: tuple[int, int] | None = None   # (wrong, sampled)
+    parts: tuple[int, int] | None = None        # (failing, parts) when throughout
+    uncovered: list[tuple[int, int]] = field(default_factory=list)
+    residual: list[tuple[int, float, float]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.array.size
+
+    @property
+    def failed(self) -> bool:
+        return any(t.status in ("wrong", "undecided") for t in self.tests)
+
+
+@dataclass
+class _Node:
+    b: _Block
+    j: int
+    lo: int
+    hi: int
+    m: float       # raw mismatch (known contributions not subtracted)
+    tol: float
+    h: float
+    depth: int
+
+
+class _Directional:
+    def __init__(self, check: PartialCheck, seed: int) -> None:
+        self.check = check
+        layout = check.layout
+        self.seq = np.random.SeedSequence(seed)
+        streams = self.seq.spawn(len(layout.arrays) + 1)
+        self.sample_rng = np.random.default_rng(streams[-1])
+        n = layout.size
+        self.numerical = np.full(n, np.nan)
+        self.noise = np.full(n, np.nan)
+        self.status = np.full(n, _S.NOT_CHECKED, dtype=np.int8)
+        self.measurements = 0
+        finite = np.isfinite(check.analytic)
+        self.status[~finite] = _S.NONFINITE_GRAD
+        self.blocks = []
+        for p, (name, array) in enumerate(zip(layout.names, layout.arrays, strict=True)):
+            lo, hi = int(layout.offsets[p]), int(layout.offsets[p + 1])
+            rng = np.random.default_rng(streams[p])
+            dirs = []
+            for _ in range(DIRECTIONS):
+                v = rng.uniform(*MAGNITUDE, size=array.size)
+                v *= rng.choice(np.array([-1.0, 1.0]), size=array.size)
+                v[~finite[lo:hi]] = 0.0   # a NaN gradient is reported, not perturbed
+                dirs.append(v)
+            x = check.values()[lo:hi]
+            scale = max(1.0, float(np.max(np.abs(x)))) if x.size else 1.0
+            eps0 = check.step if check.step is not None else default_eps(array.dtype,
+                                                                          "central")
+            base_h = (eps0 * scale if check.relative else eps0) / MAGNITUDE[1]
+            self.blocks.append(_Block(
+                p, name, array, lo, _Access(array),
+                np.where(finite[lo:hi], check.analytic[lo:hi], 0.0), dirs, scale, base_h))
+
+    # ------------------------------------------------------------ measuring
+    def _effective(self, b: _Block, j: int, h: float, local: np.ndarray) -> np.ndarray:
+        """w_i = (fl(x + h v) - fl(x - h v)) / 2h at some components (note 3)."""
+        x = self.check.values()[b.offset + local]
+        v = b.dirs[j][local]
+        dtype = b.array.dtype
+        return ((x + h * v).astype(dtype).astype(np.float64)
+                - (x - h * v).astype(dtype).astype(np.float64)) / (2 * h)
+
+    def _known(self, b: _Block, j: int, h: float, lo: int, hi: int) -> tuple[float, float]:
+        """Contribution of already-checked components in [lo, hi) to a mismatch, and
+        its uncertainty (note 7)."""
+        if not b.known:
+            return 0.0, 0.0
+        local = np.array(sorted(i for i in b.known if lo <= i < hi), dtype=np.intp)
+        if local.size == 0:
+            return 0.0, 0.0
+        w = self._effective(b, j, h, local)
+        e = np.array([b.known[i] for i in local])
+        noise = np.array([b.known_noise[i] for i in local])
+        return float(np.dot(e, w)), float(KAPPA * np.dot(noise, np.abs(w)))
+
+    def measure(self, b: _Block, j: int, lo: int, hi: int, h: float,
+                phase: str) -> _Measure:
+        """Two evaluations along direction j restricted to [lo, hi) (notes 1, 3)."""
+        check = self.check
+        if check.remaining < 2:
+            raise BudgetExhausted
+        saved = b.access.get(lo, hi)
+        x = saved.astype(np.float64, copy=False)
+        v = b.dirs[j][lo:hi]
+        plus, minus = x + h * v, x - h * v
+        if b.array.dtype != np.float64:   # what the parameter's dtype represents
+            plus, minus = plus.astype(b.array.dtype), minus.astype(b.array.dtype)
+        try:
+            b.access.put(lo, hi, plus)
+            jp = check.evaluate(phase)
+            touched = not b.access.holds(lo, hi, plus)
+            b.access.put(lo, hi, minus)
+            jm = check.evaluate(phase)
+            touched = touched or not b.access.holds(lo, hi, minus)
+        finally:
+            b.access.put(lo, hi, saved)
+        if touched:
+            raise ParamsModified(b.name)
+        self.measurements += 1
+        # <g, w> with w = (plus - minus) / 2h, the direction the dtype represented
+        w = np.subtract(plus, minus, dtype=np.float64)
+        g = float(np.dot(b.g[lo:hi], w)) / (2 * h)
+        j0 = check.center
+        with np.errstate(all="ignore"):
+            d = (jp - jm) / (2 * h)
+            delta = C_ROUND * check.unit * max(abs(jp), abs(jm), abs(j0))
+            gap = abs((jp - j0) - (j0 - jm)) / h
+            scale = max(1.0, float(np.max(np.abs(x)))) if x.size else 1.0
+            noise = delta / h + h * gap / scale
+            tol = KAPPA * noise + check.tiers.excellent * (abs(d) + abs(g))
+        return _Measure(d, g, tol, h, jp, jm)
+
+    # ------------------------------------------------------- the block test
+    def test(self, b: _Block, j: int) -> _Test:
+        """Note 4: first look at h; failing directions again at h/4, h/16, ..."""
+        t = _Test(j)
+        b.tests.append(t)
+        check = self.check
+        first = self.measure(b, j, 0, b.size, b.base_h, "directions")
+        t.steps = 1
+        t.d, t.g, t.h, t.tol = first.d, first.g, first.h, first.tol
+        t.mismatch = t.estimate = first.mismatch
+        with np.errstate(all="ignore"):
+            t.z = abs(first.mismatch) / first.tol if first.tol > 0 else (
+                0.0 if first.mismatch == 0 else math.inf)
+        if not (math.isfinite(first.d) and math.isfinite(first.g)):
+            t.status = "nonfinite"
+            return t
+        if abs(first.mismatch) <= first.tol:
+            t.status = "pass"
+            return t
+        if not check.refine:
+            t.status = "wrong"
+            return t
+        m1 = first
+        floor_rel = check.tiers.excellent
+        j0 = check.center
+        for level in range(1, REFINE_LEVELS + 1):
+            m2 = self.measure(b, j, 0, b.size, m1.h / REFINE, "directions")
+            t.steps += 1
+            h1, h2 = m1.h, m2.h
+            with np.errstate(all="ignore"):
+                delta = C_ROUND * check.unit * max(abs(j0), abs(m1.plus), abs(m1.minus),
+                                                   abs(m2.plus), abs(m2.minus))
+                up1, down1 = (m1.plus - j0) / h1, (j0 - m1.minus) / h1
+                up2, down2 = (m2.plus - j0) / h2, (j0 - m2.minus) / h2
+                gap1, gap2 = abs(up1 - down1), abs(up2 - down2)
+                floor = floor_rel * (abs(m2.d) + abs(m2.g))
+                resolve = abs(m1.mismatch - m2.mismatch)
+                kink = (gap2 > 0.5 * gap1 and gap2 > KAPPA * 4 * delta / h2
+                        and resolve < 0.25 * gap2)
+                tol_k = KAPPA * (2 * delta / h2 + abs(up1 - up2) + abs(down1 - down2)) + floor
+                kink_ok = min(up2, down2) - tol_k <= m2.g <= max(up2, down2) + tol_k
+                estimate = m2.mismatch + (m2.mismatch - m1.mismatch) / (REFINE ** 2 - 1)
+                rounding = 1.1 * delta / h2
+                miss = abs(estimate)
+                allowed = KAPPA * (rounding + resolve) + floor
+                fine = miss <= allowed
+                stable_wrong = not fine and resolve <= 0.1 * miss
+                finite = math.isfinite(estimate)
+            t.d, t.g, t.h, t.mismatch, t.tol = m2.d, m2.g, h2, m2.mismatch, allowed
+            t.estimate = m2.mismatch if kink else estimate
+            if not finite:
+                t.status = "nonfinite"
+            elif kink:
+                t.status = "kink" if kink_ok else "wrong"
+            elif fine:
+                t.status = "pass"
+            elif stable_wrong:
+                t.status = "wrong"
+            elif level == REFINE_LEVELS or REFINE * rounding * KAPPA >= miss:
+                t.status = "pass"   # the arithmetic cannot resolve it (as second_look)
+            if t.status != "undecided":
+                return t
+            m1 = m2
+        return t  # pragma: no cover - the loop always decides at its last level
+
+    # --------------------------------------------------------- localisation
+    def _failing(self, node: _Node) -> bool:
+        known, known_tol = self._known(node.b, node.j, node.h, node.lo, node.hi)
+        return abs(node.m - known) > node.tol + known_tol
+
+    def split(self, node: _Node) -> list[tuple[_Node, bool]]:
+        """Note 5: measure the left half, infer (or measure) the right half.
+
+        Returns the two halves, each with whether it fails.  When the parent
+        fails and the left half passes, the right half fails: that is logic, not
+        a measurement, so it holds however loose the inferred tolerance is.
+        """
+        b, j, h = node.b, node.j, node.h
+        mid = (node.lo + node.hi) // 2
+        left = self.measure(b, j, node.lo, mid, h, "localisation")
+        lnode = _Node(b, j, node.lo, mid, left.mismatch, left.tol, h, node.depth + 1)
+        left_fails = self._failing(lnode)
+        rnode = _Node(b, j, mid, node.hi, node.m - left.mismatch, node.tol + left.tol, h,
+                      node.depth + 1)
+        if not left_fails and math.isfinite(rnode.m):
+            return [(lnode, False), (rnode, True)]
+        if rnode.tol > REANCHOR * left.tol or not math.isfinite(rnode.m):
+            right = self.measure(b, j, mid, node.hi, h, "localisation")
+            rnode.m, rnode.tol = right.mismatch, right.tol
+        return [(lnode, True), (rnode, self._failing(rnode))]
+
+    def record(self, flat: np.ndarray, numerical: np.ndarray, noise: np.ndarray,
+               status: np.ndarray) -> None:
+        """Store one-by-one results; finite ones become known contributions."""
+        self.numerical[flat], self.noise[flat], self.status[flat] = numerical, noise, status
+        for i, n_i, s_i, st in zip(flat, numerical, noise, status, strict=True):
+            b = self.blocks[int(self.check.layout.param_of(np.asarray(i)))]
+            e = n_i - self.check.analytic[i]
+            if math.isfinite(e) and st != _S.NONFINITE_LOSS:
+                b.known[int(i) - b.offset] = float(e)
+                b.known_noise[int(i) - b.offset] = float(s_i) if math.isfinite(s_i) else 0.0
+
+    def check_leaves(self, nodes: list[_Node]) -> list[_Node]:
+        """Check the components of small ranges one by one (in one kernel run when
+        the budget allows, else range by range); return the ranges left over."""
+        def todo(node: _Node) -> list[int]:
+            return [node.b.offset + i for i in range(node.lo, node.hi)
+                    if self.status[node.b.offset + i] == _S.NOT_CHECKED]
+
+        flat = np.array(sorted({i for node in nodes for i in todo(node)}), dtype=np.intp)
+        if flat.size == 0:
+            return []
+        try:
+            self.record(flat, *self.check.check_components(flat, "components"))
+            return []
+        except BudgetExhausted:
+            pass
+        left = []
+        for node in nodes:
+            one = np.array(todo(node), dtype=np.intp)
+            try:
+                self.record(one, *self.check.check_components(one, "components"))
+            except BudgetExhausted:
+                left.append(node)
+        return left
+
+    def throughout(self, b: _Block, parts: int, failing: int) -> bool:
+        """Note 6: sample the block; True when it is wrong throughout."""
+        todo = np.flatnonzero(self.status[b.offset:b.offset + b.size] == _S.NOT_CHECKED)
+        if todo.size == 0:
+            return False
+        pick = np.sort(self.sample_rng.choice(todo, min(THROUGHOUT_SAMPLE, todo.size),
+                                              replace=False))
+        flat = (b.offset + pick).astype(np.intp)
+        try:
+            numerical, noise, status = self.check.check_components(flat, "throughout")
+        except BudgetExhausted:
+            return False
+        self.record(flat, numerical, noise, status)
+        wrong = int(np.count_nonzero((status == _S.WRONG) | (status == _S.NONFINITE_GRAD)))
+        if wrong >= max(1, THROUGHOUT_WRONG * flat.size):
+            b.throughout = (wrong, int(flat.size))
+            b.parts = (failing, parts)
+            return True
+        return False
+
+    def localise(self, roots: list[_Node]) -> None:
+        """Breadth-first group testing over every failing block (notes 5, 6)."""
+        level = [r for r in roots if self._failing(r)]
+        while level:
+            leaves = [n for n in level if n.hi - n.lo <= LEAF]
+            for node in self.check_leaves(leaves):
+                node.b.uncovered.append((node.lo, node.hi))
+            nxt: list[_Node] = []
+            parts: dict[tuple[int, int], list[int]] = {}
+            for node in level:
+                if node.hi - node.lo <= LEAF or node.b.throughout:
+                    continue
+                try:
+                    kids = self.split(node)
+                except BudgetExhausted:
+                    node.b.uncovered.append((node.lo, node.hi))
+                    continue
+                for kid, bad in kids:
+                    if kid.depth == THROUGHOUT_LEVEL:
+                        count = parts.setdefault((kid.b.p, kid.j), [0, 0])
+                        count[0] += 1
+                        count[1] += bool(bad)
+                    if bad:
+                        nxt.append(kid)
+            for (p, _j), (total, failing) in parts.items():
+                b = self.blocks[p]
+                if (total == 2 ** THROUGHOUT_LEVEL and failing >= total - THROUGHOUT_PASS
+                        and not b.throughout and self.throughout(b, total, failing)):
+                    nxt = [n for n in nxt if n.b is not b]
+            level = nxt
+
+    # ----------------------------------------------------------------- run
+    def residuals(self, b: _Block) -> list[tuple[_Test, float, float]]:
+        """Note 7: what the found components leave unexplained, per direction."""
+        out = []
+        for t in b.tests:
+            if t.status != "wrong":
+                continue
+            known, known_tol = self._known(b, t.direction, t.h, 0, b.size)
+            out.append((t, t.mismatch - known, t.tol + known_tol))
+        return out
+
+    def run(self) -> None:
+        order = []
+        try:
+            for b in self.blocks:
+                for j in range(DIRECTIONS if b.size else 0):
+                    order.append((b, j))
+            for b, j in order:
+                self.test(b, j)
+        except BudgetExhausted:
+            pass
+        for _ in range(DIRECTIONS):
+            roots = []
+            for b in self.blocks:
+                if b.throughout or b.uncovered:
+                    continue
+                # The direction whose mismatch is least explained goes first.
+                left = [(abs(r) / tol if tol > 0 else math.inf, t)
+                        for t, r, tol in self.residuals(b)
+                        if abs(r) > tol and t.direction not in b.descended]
+                if left:
+                    t = max(left, key=lambda item: item[0])[1]
+                    b.descended.add(t.direction)
+                    roots.append(_Node(b, t.direction, 0, b.size, t.mismatch, t.tol, t.h, 0))
+            if not roots:
+                break
+            self.localise(roots)
+        for b in self.blocks:
+            if b.throughout or b.uncovered:
+                continue
+            b.residual = [(t.direction, r, tol) for t, r, tol in self.residuals(b)
+                          if abs(r) > tol]
+
+
+def _directional_error(tests: list[_Test]) -> float:
+    done = [t for t in tests if t.status in ("pass", "wrong", "kink")]
+    if not done:
+        return math.nan
+    g = np.array([t.g for t in done])
+    d = g + np.array([t.estimate for t in done])
+    return relative_error(d, g)
+
+
+def _shown(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit
+                                       else "")
+
+
+def _block_verdict(rel: float, tiers: Any, bad: bool, nonfinite_grad: bool,
+                   unsure: bool) -> str:
+    if nonfinite_grad:
+        return "wrong"
+    tier = tier_of(rel, tiers) if math.isfinite(rel) else "suspicious"
+    if bad and tier in ("excellent", "ok"):
+        return "suspicious"
+    if not bad and tier in ("suspicious", "wrong"):
+        tier = "ok"
+    if unsure and tier in ("excellent", "ok"):
+        return "suspicious"
+    return tier
+
+
+def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], float],
+                    eps_text: str, notes: list[str]) -> GradCheckResult:
+    """mode="directional" (module notes); the result of check_grad."""
+    from fastcheck._check import _notes
+
+    work = _Directional(check, seed)
+    work.run()
+    layout = check.layout
+    tiers = check.tiers
+    status = work.status
+
+    result = build_result(
+        layout, work.numerical, check.analytic, work.noise, status, tiers,
+        evaluations=check.evaluations, seconds=seconds(), eps=eps_text, method="central",
+        mode="directional")
+    per_block, reports, all_tests = {}, [], []
+    lines = []
+    for b, report in zip(work.blocks, result.parameters, strict=True):
+        st = status[b.offset:b.offset + b.size]
+        wrong_here = np.flatnonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))
+        rel = _directional_error(b.tests)
+        all_tests += b.tests
+        statuses = [t.status for t in b.tests]
+        unsure = b.size > 0 and (len(b.tests) < DIRECTIONS or "undecided" in statuses
+                  or "nonfinite" in statuses)
+        bad = b.failed or wrong_here.size > 0 or bool(b.residual)
+        verdict = "wrong" if b.throughout else _block_verdict(
+            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure)
+        label = ("wrong throughout" if b.throughout else "wrong" if bad
+                 else "empty" if not b.size else "not tested" if not b.tests
+                 else "undecided" if unsure
+                 else "pass")
+        per_block[b.name] = {
+            "status": label, "relative_error": rel, "directions": len(b.tests),
+            "max_z": max((t.z for t in b.tests), default=math.nan),
+            "tests": [t.as_dict() for t in b.tests],
+            "wrong": layout.names_of(b.offset + wrong_here[:20]),
+        }
+        reports.append(replace(report, relative_error=rel, verdict=verdict) if b.size
+                       else report)
+        lines += _block_notes(work, b, wrong_here, st)
+
+    rel = _directional_error(all_tests)
+    flags = [per_block[b.name]["status"] for b in work.blocks]
+    bad = any(f.startswith("wrong") for f in flags)
+    unsure = any(f in ("undecided", "not tested") for f in flags)
+    verdict = "wrong" if any(b.throughout for b in work.blocks) else _block_verdict(
+        rel, tiers, bad, bool(np.any(status == _S.NONFINITE_GRAD)), unsure)
+
+    checked = int(np.count_nonzero(status != _S.NOT_CHECKED))
+    tested = sum(1 for b in work.blocks if b.tests)
+    head = (f"directional mode: each of the {tested} parameter(s) was checked along "
+            f"{DIRECTIONS} random directions (seed {seed}); {checked:,} of {layout.size:,} "
+            "components were then checked one by one, the rest show as 'not checked'. "
+            "The relative error is that of the directional derivatives")
+    if not bad and not unsure:
+        head += ("; a wrong component whose error is below the noise of a directional "
+                 "derivative of its whole parameter could go unseen (mode='full' checks "
+                 "each component)")
+    out_notes = [*notes, head, *lines]
+    if any(b.uncovered or any(t.status == "undecided" for t in b.tests)
+           or (b.size and len(b.tests) < DIRECTIONS) for b in work.blocks):
+        total = check.max_evals + 1 if check.max_evals is not None else None
+        out_notes.append(f"max_evals={total} was not enough to finish: see above for what "
+                         "was not covered")
+    out_notes += _notes(layout, status, 0, False)
+    if check.phases.get("unrefined"):
+        out_notes.append(f"{check.phases['unrefined']} suspect component(s) could not be "
+                         "re-evaluated at smaller steps within max_evals and count as wrong")
+
+    result.notes = out_notes
+    uncovered = [{"parameter": b.name, "first": layout.name_of(b.offset + lo),
+                  "last": layout.name_of(b.offset + hi - 1), "components": hi - lo}
+                 for b in work.blocks for lo, hi in b.uncovered]
+    result.extra = {
+        "loss_value": check.center, "seed": seed, "max_evals": check.max_evals,
+        "directional": per_block,
+        "localisation": {
+            "measurements": work.measurements,
+            "found": layout.names_of(np.flatnonzero(status == _S.WRONG)[:100]),
+            "throughout": [b.name for b in work.blocks if b.throughout],
+            "uncovered": uncovered},
+        "evaluations_by_phase": dict(check.phases)}
+    result.parameters = reports
+    result.verdict, result.passed, result.relative_error = (
+        verdict, verdict in ("excellent", "ok"), rel)
+    return result
+
+
+def _block_notes(work: _Directional, b: _Block, wrong_here: np.ndarray,
+                 st: np.ndarray) -> list[str]:
+    layout = work.check.layout
+    lines = []
+    worst = max(b.tests, key=lambda t: t.z if math.isfinite(t.z) else 0.0, default=None)
+    if b.throughout:
+        wrong, sampled = b.throughout
+        failing, parts = b.parts
+        checked = int(np.count_nonzero(st != _S.NOT_CHECKED))
+        text = (f"{b.name} is wrong throughout: {failing} of its {parts} parts fail the "
+                f"directional test and {wrong} of {sampled} sampled components are wrong "
+                f"({_shown(layout.names_of(b.offset + wrong_here))})")
+        if checked < b.size:
+            text += (f"; its other {b.size - checked:,} components were not checked one "
+                     "by one")
+        lines.append(text)
+        return lines
+    if b.failed and worst is not None:
+        found = _shown(layout.names_of(b.offset + wrong_here)) if wrong_here.size else None
+        text = (f"{b.name} fails the directional test (mismatch {worst.estimate:.3g}, "
+                f"{worst.z:.3g} times its tolerance)")
+        if found:
+            text += f"; localised to {wrong_here.size} wrong component(s): {found}"
+        elif not b.uncovered:
+            text += "; no component checked one by one was wrong"
+            here = slice(b.offset, b.offset + b.size)
+            with np.errstate(all="ignore"):
+                ratio = (np.abs(work.numerical[here] - work.check.analytic[here])
+                         / work.noise[here])
+            ratio = np.where(np.isfinite(ratio), ratio, -1.0)
+            if ratio.size and ratio.max() > 0:
+                i = int(np.argmax(ratio))
+                diff = abs(work.numerical[b.offset + i] - work.check.analytic[b.offset + i])
+                text += (f": the largest difference is at {layout.name_of(b.offset + i)} "
+                         f"({diff:.2g}, noise {work.noise[b.offset + i]:.2g}), too small "
+                         "for a one-by-one check to call it wrong")
+            else:
+                text += " (the mismatch may come from many small errors)"
+        lines.append(text)
+    elif wrong_here.size:
+        lines.append(f"{b.name}: {wrong_here.size} component(s) wrong "
+                     f"({_shown(layout.names_of(b.offset + wrong_here))})")
+    if any(t.status == "kink" for t in b.tests):
+        lines.append(f"{b.name}: a random direction crosses a kink (the one-sided slopes "
+                     "differ and do not come together at smaller steps); the analytic "
+                     "directional derivative lies between them, so it counts as a pass")
+    if any(t.status == "nonfinite" for t in b.tests):
+        lines.append(f"{b.name}: the loss is not finite at θ ± h·v along a random "
+                     "direction: this parameter could not be checked")
+    if any(t.status == "undecided" for t in b.tests) or (
+            b.size > 0 and len(b.tests) < DIRECTIONS):
+        lines.append(f"{b.name}: max_evals ran out before its directional test was "
+                     "decided")
+    if b.uncovered:
+        size = sum(hi - lo for lo, hi in b.uncovered)
+        ranges = [f"{layout.name_of(b.offset + lo)} … {layout.name_of(b.offset + hi - 1)}"
+                  for lo, hi in b.uncovered]
+        lines.append(f"{b.name}: max_evals ran out with {len(b.uncovered)} failing range(s) "
+                     f"not localised ({size:,} components in C order: {_shown(ranges, 3)}); "
+                     "raise max_evals to finish")
+    for j, r, tol in b.residual:
+        lines.append(f"{b.name}: the components found do not explain the mismatch along "
+                     f"direction {j + 1} (residual {r:.3g}, tolerance {tol:.3g}): more "
+                     "wrong components may remain")
+    return lines
