@@ -336,3 +336,21 @@ def test_loss_returning_float16_is_checked_at_float16_resolution(method):
     assert result.tiers.dtype == "float16"
     assert "float16" in result.eps
     assert any("float16 values" in note for note in result.notes)
+
+
+def _sin_loss(t):
+    return float(np.sum(np.sin(t) * t))
+
+
+def test_richardson_on_an_executor_matches_the_serial_run():
+    from concurrent.futures import ThreadPoolExecutor
+
+    theta = np.linspace(-1, 1, 40)
+    serial = fastcheck.numerical_grad(_sin_loss, theta, method="richardson")
+    with ThreadPoolExecutor(2) as executor:
+        sharded = fastcheck.numerical_grad(_sin_loss, theta, method="richardson",
+                                           executor=executor)
+        result = fastcheck.check_grad(_sin_loss, lambda t: np.cos(t) * t + np.sin(t), theta,
+                                      method="richardson", executor=executor)
+    assert np.array_equal(serial, sharded)
+    assert result.verdict == "excellent" and result.evaluations == 4 * 40 + 1 + 3
