@@ -11,6 +11,9 @@ LongCheckWarning
     Emitted when a check is estimated to take long (warn_seconds=).
 numerical_grad
     The numerical gradient of a loss, perturbing parameters in place in C.
+eps_sweep
+    The relative error against the step for chosen methods (the V-shaped curve),
+    with the best step, a text table and a matplotlib plot.
 check_vjp, check_jvp, check_hvp
     Check a layer's hand-written backward (vector-Jacobian product), forward-mode
     (Jacobian-vector product) or second-order (Hessian-vector product) code.
@@ -20,14 +23,18 @@ torch.autograd.Functions and nn.Module parameters.
 """
 
 from fastcheck._check import check_grad
+from fastcheck._kernel import ComplexStepError
 from fastcheck._numerical import numerical_grad
 from fastcheck._progress import LongCheckWarning
 from fastcheck._result import Component, GradCheckResult, ParameterReport
+from fastcheck._sweep import EpsSweep, eps_sweep
 from fastcheck._version import __version__
 from fastcheck._vjp import check_hvp, check_jvp, check_vjp
 
 __all__ = [
+    "ComplexStepError",
     "Component",
+    "EpsSweep",
     "GradCheckResult",
     "LongCheckWarning",
     "ParameterReport",
@@ -36,5 +43,6 @@ __all__ = [
     "check_hvp",
     "check_jvp",
     "check_vjp",
+    "eps_sweep",
     "numerical_grad",
 ]

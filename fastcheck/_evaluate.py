@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _kernel
+from fastcheck._kernel import ComplexStepError
 from fastcheck._params import ParamLayout
 
 __all__ = ["METHODS", "Method", "RawEvaluations", "default_eps", "run_kernel"]
@@ -60,12 +61,23 @@ METHODS: dict[str, Method] = {
     "forward": Method("forward", _C | _P, 1, 1 / 2, 1),
     "backward": Method("backward", _C | _M, 1, 1 / 2, 1),
     "central4": Method("central4", _C | _P | _M | _P2 | _M2, 4, 1 / 5, 4),
+    # Richardson: central differences at h and h/2 combined as (4 D(h/2) - D(h)) / 3,
+    # from two kernel runs (see _run_richardson); `evals` are those of each run.
+    "richardson": Method("richardson", _C | _P | _M, 4, 1 / 5, 4),
     # Complex step: Im J(theta + i h e_i) / h has no subtractive cancellation, so
     # the step is tiny and fixed (see default_eps).
     "complex": Method("complex", _P, 2, 0.0, 1),
 }
 
 COMPLEX_STEP = 1e-20
+
+# What a loss raises when it cannot take complex input (method="complex" wraps
+# these in a ComplexStepError naming the method): numpy's "ufunc not supported for
+# the input types" and math.* are TypeErrors, some libraries raise ValueError, and
+# float() of a complex value warns ComplexWarning (an error under -W error).
+_COMPLEX_WARNING = getattr(getattr(np, "exceptions", np), "ComplexWarning", None)
+_REJECTS_COMPLEX: tuple[type[BaseException], ...] = (TypeError, ValueError) + (
+    (_COMPLEX_WARNING,) if _COMPLEX_WARNING is not None else ())
 
 
 def unit_roundoff(dtype: Any) -> float:
@@ -79,8 +91,19 @@ def default_eps(dtype: Any, method: str = "central") -> float:
     The step of component i is ``eps * max(1, |theta_i|)``.  ``eps`` balances the
     truncation error of the formula (order p) against the rounding error of the
     loss, u / h: the optimum is about ``u ** (1 / (p + 1))``.  For float64 this is
-    4.8e-6 (central), 1.1e-8 (forward, backward) and 6.4e-4 (central4); for float32
-    3.9e-3, 2.4e-4 and 3.6e-2.  Complex step has no rounding term and uses 1e-20.
+    4.8e-6 (central), 1.1e-8 (forward, backward) and 6.4e-4 (central4, richardson);
+    for float32 3.9e-3, 2.4e-4 and 3.6e-2.  Complex step has no rounding term and
+    uses 1e-20.
+
+    Richardson's eps is its larger step h (the other is h/2).  Its error is about
+    h**4 |J'''''| / 480 (truncation) + 3 u |J| / h (rounding: the combination
+    (4 D(h/2) - D(h)) / 3 weighs the rounding of D(h/2), u |J| / (h/2), by 4/3),
+    balanced at h = (360 u |J| / |J'''''|) ** (1/5), about 3 u**(1/5) for an O(1)
+    loss.  It uses u**(1/5), the central4 value, a factor 3 on the safe side:
+    truncation falls as h**4 where rounding only grows as 1/h, and a loss with
+    features narrower than max(1, |theta_i|) has a larger fifth derivative than an
+    O(1) guess.  float16 parameters are refused by every method (see ParamLayout);
+    a loss that returns float16 gets float16's u (check_grad).
     """
     m = METHODS[method]
     if m.name == "complex":
@@ -101,13 +124,16 @@ class RawEvaluations:
         J(theta).
     plus, minus, plus2, minus2 : ndarray or None
         J(theta + h e_i), J(theta - h e_i), J(theta +- 2h e_i), one per component.
-        For complex step, ``plus`` holds Im J(theta + i h e_i).
+        For complex step, ``plus`` holds Im J(theta + i h e_i).  For richardson,
+        ``plus2`` and ``minus2`` hold J(theta +- h2 e_i) at the second step `step2`.
     step : ndarray
         The represented step h of each component.
     calls : int
         Loss evaluations made.
     seconds : float
         Wall time of the run.
+    step2 : ndarray or None
+        Richardson only: the represented second step (h / 2 where representable).
     """
 
     method: Method
@@ -121,6 +147,7 @@ class RawEvaluations:
     calls: int
     seconds: float
     extra: dict = field(default_factory=dict)
+    step2: np.ndarray | None = None
 
     def derivative(self) -> np.ndarray:
         """The numerical derivative of each evaluated component."""
@@ -135,6 +162,13 @@ class RawEvaluations:
                 return (self.center - self.minus) / h
             if name == "central4":
                 return (8 * (self.plus - self.minus) - (self.plus2 - self.minus2)) / (12 * h)
+            if name == "richardson":
+                h2 = self.step2
+                d1 = (self.plus - self.minus) / (2 * h)
+                d2 = (self.plus2 - self.minus2) / (2 * h2)
+                # (4 D(h/2) - D(h)) / 3 when h2 is exactly h/2; written with the
+                # represented steps so that it stays O(h**4) when they are not.
+                return d2 + (d2 - d1) / ((h / h2) ** 2 - 1)
             if name == "complex":
                 return self.plus / h
         raise ValueError(f"unknown method {name!r}")  # pragma: no cover
@@ -142,7 +176,13 @@ class RawEvaluations:
 
 def _complex_twin(layout: ParamLayout) -> tuple[Any, ParamLayout]:
     """Complex copies of the parameters (made once) and a layout of their imaginary
-    parts, which is what the kernel perturbs for complex step."""
+    parts, which is what the kernel perturbs for complex step.
+
+    Memory: one complex copy of theta per run, complex128 for float64 and complex64
+    for float32 parameters, i.e. twice the parameters' own memory, allocated once
+    (not per component) and freed when the run ends.  The user's arrays are only
+    read.
+    """
     pieces = [a.astype(np.complex128 if a.dtype == np.float64 else np.complex64)
               for a in layout.arrays]
     twin = layout._container(pieces)
@@ -197,6 +237,13 @@ def run_kernel(
     shards : int, optional
         How many shards (with `executor`); default 4 per worker.
     """
+    if method == "richardson":
+        # Two central runs (each sharded on the executor, if any).
+        return _run_richardson(loss, layout, eps=eps,
+                               relative=eps is None if relative is None else relative,
+                               indices=indices, eps_each=eps_each, progress=progress,
+                               with_center=with_center, threads=threads, executor=executor,
+                               shards=shards)
     if executor is not None:
         from fastcheck._executor import run_sharded
 
@@ -245,11 +292,24 @@ def run_kernel(
             def report(done: int, total: int, _offset: int = offset) -> None:
                 progress(_offset + done, count)
 
-        raw = _kernel.evaluate(
-            loss, call_params, group.blocks, group.dtype.name,
-            evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
-            eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
-            progress=report, imag=imag, threads=threads)
+        try:
+            raw = _kernel.evaluate(
+                loss, call_params, group.blocks, group.dtype.name,
+                evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
+                eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
+                progress=report, imag=imag, threads=threads)
+        except ComplexStepError:
+            raise  # the loss returned a real value: the message already says so
+        except _REJECTS_COMPLEX as exc:
+            if not imag:
+                raise
+            # The loss failed on complex input (a ufunc without complex loops,
+            # math.exp, float() under warnings-as-errors, ...): say which method
+            # needs it, keep the original.  Other exceptions come through as raised.
+            raise ComplexStepError(
+                "method='complex' needs a loss that accepts complex parameters: "
+                f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
+                "'richardson') for this loss") from exc
         calls += raw["calls"]
         if raw["center"] is not None:
             center = raw["center"]
@@ -263,6 +323,60 @@ def run_kernel(
         center=center, plus=out["plus"], minus=out["minus"], plus2=out["plus2"],
         minus2=out["minus2"], step=step, calls=calls,
         seconds=time.perf_counter() - started)
+
+
+def _run_richardson(
+    loss: Callable[[Any], Any],
+    layout: ParamLayout,
+    *,
+    eps: float | None,
+    relative: bool,
+    indices: np.ndarray | None,
+    eps_each: np.ndarray | None,
+    progress: Callable[[int, int], Any] | None,
+    with_center: bool,
+    threads: int,
+    executor: Any = None,
+    shards: int | None = None,
+) -> RawEvaluations:
+    """Richardson extrapolation: two central runs, at h and at h / 2.
+
+    The first run is an ordinary central run (its step rule is the caller's); the
+    second perturbs the same components by half of each *represented* step h, as an
+    absolute step.  :meth:`RawEvaluations.derivative` combines them as
+    ``(4 D(h/2) - D(h)) / 3``: the h**2 terms of the two central differences cancel,
+    leaving O(h**4).  Cost: 4 evaluations per component (plus J(theta) once).
+
+    In exact arithmetic this is the five-point stencil (central4) with step h / 2;
+    it is the textbook form, combines the represented steps of both runs, and the
+    two central values it keeps show how fast the difference converges.
+    """
+    count = layout.size if indices is None else len(indices)
+    if eps is None and eps_each is None:
+        # The central run would take the central default: give it richardson's, per
+        # dtype (still scaled by max(1, |theta_i|) when relative).
+        flat = np.arange(count, dtype=np.intp) if indices is None else np.asarray(indices)
+        per_param = np.array([default_eps(a.dtype, "richardson") for a in layout.arrays])
+        eps_each = per_param[layout.param_of(flat)] if count else np.empty(0)
+    report_first = report_second = None
+    if progress is not None:
+        def report_first(done: int, total: int) -> None:
+            progress(done, 2 * count)
+
+        def report_second(done: int, total: int) -> None:
+            progress(count + done, 2 * count)
+
+    first = run_kernel(loss, layout, "central", eps=eps, relative=relative, indices=indices,
+                       eps_each=eps_each, progress=report_first, with_center=with_center,
+                       threads=threads, executor=executor, shards=shards)
+    second = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=indices,
+                        eps_each=first.step / 2, progress=report_second, with_center=False,
+                        threads=threads, executor=executor, shards=shards)
+    return RawEvaluations(
+        method=METHODS["richardson"], indices=first.indices, center=first.center,
+        plus=first.plus, minus=first.minus, plus2=second.plus, minus2=second.minus,
+        step=first.step, calls=first.calls + second.calls,
+        seconds=first.seconds + second.seconds, step2=second.step)
 
 
 class WithBeforeEval:

@@ -17,7 +17,8 @@ from fastcheck._params import as_layout
 
 __all__ = ["numerical_grad"]
 
-NUMERICAL_GRAD_METHODS = ("central", "forward", "backward", "central4", "complex")
+NUMERICAL_GRAD_METHODS = ("central", "forward", "backward", "central4", "richardson",
+                          "complex")
 
 
 def numerical_grad(
@@ -46,14 +47,19 @@ def numerical_grad(
         component's magnitude: ``h_i = eps0 * max(1, |theta_i|)`` with eps0 about
         ``u ** (1/3)`` for central differences (4.8e-6 in float64, 3.9e-3 in
         float32), ``u ** (1/2)`` for forward / backward and ``u ** (1/5)`` for
-        central4, where u is the unit roundoff: the step that balances truncation
-        and rounding error.  Complex step uses 1e-20.
-    method : {"central", "forward", "backward", "central4", "complex"}
+        central4 and richardson, where u is the unit roundoff: the step that
+        balances truncation and rounding error.  Complex step uses 1e-20.
+    method : {"central", "forward", "backward", "central4", "richardson", "complex"}
         Central: ``(J(θ+h) − J(θ−h)) / 2h``, error O(h²), 2 evaluations per
         component.  Forward / backward: O(h), 1 evaluation (plus a shared J(θ)).
-        central4: the five-point stencil, O(h⁴), 4 evaluations.  complex:
-        ``Im J(θ + ih) / h`` on complex copies of the parameters (the loss must
-        accept complex input), exact to rounding, 1 evaluation.
+        central4: the five-point stencil, O(h⁴), 4 evaluations.  richardson:
+        central differences at h and h/2 combined as ``(4 D(h/2) − D(h)) / 3``,
+        O(h⁴), 4 evaluations (eps is the larger step).  complex:
+        ``Im J(θ + ih) / h`` on complex copies of the parameters, exact to
+        rounding, 1 evaluation; the loss must accept complex input (otherwise a
+        ``ComplexStepError`` names the method and keeps the loss's own error as
+        ``__cause__``), and the copies cost twice the parameters' memory, once.
+        float16 parameters are refused by every method (TypeError).
     executor : concurrent.futures.Executor, optional
         Evaluate the components in shards on this executor's workers, each on its
         own copy of the parameters; the result is identical to a serial run (see
