@@ -124,9 +124,9 @@ def test_relu_network_straddles_the_kink(offset):
     if offset == 0.0:
         assert z == 0.0
     # every other pre-activation is well away from 0
-    for l, Z in enumerate(Zs, start=1):
+    for index, Z in enumerate(Zs, start=1):
         absZ = np.abs(Z)
-        if l == layer:
+        if index == layer:
             absZ[unit, example] = np.inf
         assert np.min(absZ) >= 1e-3
     assert f"b{layer}[{unit}, 0]" in net.kink_components
