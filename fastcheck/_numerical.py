@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastcheck._evaluate import check_eps, check_loss, check_method, run_kernel
+from fastcheck._evaluate import check_eps, check_loss, check_method, check_threads, run_kernel
 from fastcheck._params import as_layout
 
 __all__ = ["numerical_grad"]
@@ -19,6 +19,7 @@ def numerical_grad(
     *,
     eps: float | None = None,
     method: str = "central",
+    threads: int = 1,
 ) -> Any:
     """The numerical gradient of ``loss(params)`` by finite differences.
 
@@ -27,9 +28,15 @@ def numerical_grad(
 
     Parameters
     ----------
-    loss : callable
+    loss : callable or C loss
         ``loss(params) -> float``, called with the very `params` object given here.
         It may return a Python float, a numpy scalar or a 0-d / size-1 array.
+        Or a loss written in C: a ``scipy.LowLevelCallable`` (from ctypes, cffi or
+        ``LowLevelCallable.from_cython``) or a :class:`fastcheck.CLoss`, with the
+        signature ``int (double *theta, npy_intp n, double *out, void *user_data)``
+        or ``double (double *theta, npy_intp n, void *user_data)`` (``float *``
+        for float32 parameters); `params` must then be one C-contiguous array.  A
+        C loss runs without the GIL, with no Python work per component.
     params : ndarray, or dict / list / tuple of ndarrays
         float64 or float32, writeable.  Any shape and memory order (C, Fortran,
         strided views).
@@ -45,7 +52,14 @@ def numerical_grad(
         component.  Forward / backward: O(h), 1 evaluation (plus a shared J(θ)).
         central4: the five-point stencil, O(h⁴), 4 evaluations.  complex:
         ``Im J(θ + ih) / h`` on complex copies of the parameters (the loss must
-        accept complex input), exact to rounding, 1 evaluation.
+        accept complex input), exact to rounding, 1 evaluation.  Not for C
+        losses.
+    threads : int
+        Split the components across this many threads: only for a C loss declared
+        thread-safe (``fastcheck.CLoss(loss, thread_safe=True)``).  Each thread
+        works on a private copy of theta, so the memory cost is n x threads
+        elements; the results are bitwise identical to ``threads=1``.  A Python
+        loss must use 1: it holds the GIL, so threads would only take turns.
 
     Returns
     -------
@@ -55,7 +69,11 @@ def numerical_grad(
     Raises
     ------
     TypeError, ValueError
-        Before any evaluation, for a bad parameter, method, eps or loss.
+        Before any evaluation, for a bad parameter, method, eps, threads or loss
+        (a C loss with a signature not accepted, parameters it cannot take).
+    LossError
+        A C loss returned a non-zero status (the message names the component),
+        after the parameters were restored.
     Exception
         Whatever the loss raised (KeyboardInterrupt included), unchanged, after the
         parameters were restored.
@@ -68,9 +86,10 @@ def numerical_grad(
     >>> round(float(g[0]), 10)
     3.0001
     """
-    check_loss(loss)
+    loss = check_loss(loss)
     method = check_method(method, NUMERICAL_GRAD_METHODS)
     eps = check_eps(eps)
+    threads = check_threads(threads)
     layout = as_layout(params)
-    raw = run_kernel(loss, layout, method, eps=eps)
+    raw = run_kernel(loss, layout, method, eps=eps, threads=threads)
     return layout.unflatten(raw.derivative())
