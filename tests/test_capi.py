@@ -62,9 +62,10 @@ def test_public_pxd_and_headers_are_package_data():
     pyproject = ROOT / "pyproject.toml"
     if not pyproject.exists():
         pytest.skip("not a source tree")
-    patterns = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
-    assert "*.pxd" in patterns["fastcheck"]
-    assert "include/*.h" in patterns["fastcheck"]
+    setuptools = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]
+    assert "*.pxd" in setuptools["package-data"]["fastcheck"]
+    assert "fastcheck.include" in setuptools["packages"]
+    assert "*.h" in setuptools["package-data"]["fastcheck.include"]
 
 
 def test_capsule_is_published():
