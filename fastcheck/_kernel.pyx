@@ -24,9 +24,10 @@ Design notes:
    thread's private copy when threads > 1.  Nothing Python happens per component.
 6. The hook of a C-loss run is a nogil C function too.  It reads a monotonic clock
    (every call at first, then, for fast components, every 2nd, 4th, ... call,
-   aiming at one reading per few milliseconds) and takes the GIL at most every
-   50 ms, to run PyErr_CheckSignals (Ctrl-C) and the progress callback.  The
-   threaded kernel calls it from the calling thread every ~20 ms.
+   aiming at one reading per 2-20 ms) and takes the GIL at most every 50 ms, to
+   run PyErr_CheckSignals (Ctrl-C) and the progress callback.  The threaded kernel
+   calls it from the calling thread every ~20 ms.  (A loss that gets much slower
+   in the middle of a run is noticed late: after about 2 ms times the slow-down.)
 7. A C loss reports failure by a non-zero status; the caller turns it into an
    exception naming the component.  A C loss that also set a Python exception
    (taking the GIL for it) gets that exception re-raised unchanged.
@@ -249,8 +250,9 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
 
     if threads != 1:
         raise ValueError(
-            f"threads={threads} needs a loss written in C (a scipy.LowLevelCallable): a "
-            "Python loss holds the GIL, so threads would only take turns calling it")
+            f"threads={threads} needs a loss written in C and declared thread-safe "
+            "(fastcheck.CLoss(c_function, thread_safe=True)): a Python loss holds the GIL, "
+            "so threads would only take turns calling it")
     if blocks.shape[1] != 3:
         raise ValueError("blocks must have shape (nblocks, 3)")
     if dtype not in ("float64", "float32"):

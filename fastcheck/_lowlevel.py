@@ -16,6 +16,22 @@ to report failure (it becomes a :class:`LossError`).  ``npy_intp`` may be spelle
 by any C type of the same size (``intptr_t``, ``ssize_t``, ``Py_ssize_t``,
 ``ptrdiff_t``, ``long`` on 64-bit Unix, ...), as ctypes, cffi and Cython spell it
 differently; ``const T *`` is accepted too.
+
+For example, with a C function compiled into ``libloss.so``::
+
+    int loss(const double *theta, ptrdiff_t n, double *out, void *user_data);
+
+    lib = ctypes.CDLL("./libloss.so")
+    lib.loss.restype = ctypes.c_int
+    lib.loss.argtypes = [ctypes.POINTER(ctypes.c_double), ctypes.c_ssize_t,
+                         ctypes.POINTER(ctypes.c_double), ctypes.c_void_p]
+    g = fastcheck.numerical_grad(scipy.LowLevelCallable(lib.loss), theta)
+    g = fastcheck.numerical_grad(fastcheck.CLoss(lib.loss, weights, thread_safe=True),
+                                 theta, threads=2)
+
+A C loss cannot take a dict of parameters or a non-contiguous array (it reads
+theta[0..n-1] through one pointer): pack them into one array, or use a Python
+loss.  Complex step needs a Python loss.
 """
 
 from __future__ import annotations
@@ -179,7 +195,8 @@ class CLoss:
     thread_safe : bool
         Declare that the loss may be called from several threads at once (it reads
         theta and user_data and writes only to ``*out`` and its own locals).  Needed
-        for ``threads > 1``.
+        for ``threads > 1``, where each thread works on a private copy of theta:
+        n x threads extra elements of memory.
 
     Attributes
     ----------
@@ -204,6 +221,8 @@ class CLoss:
             raise TypeError(f"thread_safe must be True or False, got {thread_safe!r}")
         context, keep = _user_data_pointer(user_data)
         if isinstance(function, CLoss):
+            if context is None:
+                keep = function._keep  # the user data its pointer points into
             function = function.callable
         if _is_ctypes_function(function) and signature is None and (
                 function.argtypes is None):

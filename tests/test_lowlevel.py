@@ -300,6 +300,20 @@ def test_user_data_kinds_that_work(lib):
                                3 * quad_grad(theta), rtol=1e-8)
 
 
+def test_rewrapping_keeps_the_user_data_alive(lib):
+    import gc
+
+    theta = sample_theta(6)
+    inner = CLoss(lib.weighted_f64, np.linspace(1.0, 2.0, 6))
+    outer = CLoss(inner, thread_safe=True)
+    del inner
+    gc.collect()
+    np.testing.assert_allclose(fastcheck.numerical_grad(outer, theta, threads=2),
+                               2 * np.linspace(1.0, 2.0, 6) * theta, rtol=1e-8)
+    assert repr(outer) == "CLoss('int (double *, npy_intp, double *, void *)', " \
+        "thread_safe=True)"
+
+
 def test_not_a_loss():
     with pytest.raises(TypeError, match=r"loss must be callable.*LowLevelCallable"):
         fastcheck.numerical_grad(42, np.ones(3))
