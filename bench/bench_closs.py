@@ -32,8 +32,9 @@ sum (closs_quadratic_chain), which is bound by the latency of an add: it shows
 how threads scale when one loss evaluation does not saturate a core.
 
 At large n only a spread subset of the components is evaluated (the cost per
-component does not depend on which).  The methods are interleaved within each
-repeat, so that drifts of the machine affect them alike.
+component does not depend on which).  The C rows are interleaved within each
+repeat, so that drifts of the machine affect them alike, and timed before the
+Python rows (which are interleaved among themselves).
 """
 
 from __future__ import annotations
@@ -217,12 +218,17 @@ def run(quick: bool = False) -> list[dict]:
             d, theta = workload(n)
             idx = np.linspace(0, n - 1, count).astype(np.intp)
             methods = _methods(lib, loss_name, d, theta, idx, full)
-            for run_once in methods.values():  # warm up: caches, page faults, imports
-                run_once()
             times: dict[str, list[float]] = {name: [] for name in methods}
-            for _ in range(repeats):
-                for name, run_once in methods.items():
-                    times[name].append(run_once())
+            # The C rows, then the Python rows, each group interleaved: on this VM
+            # a long single-threaded stretch (the Python rows) made the next
+            # two-thread runs erratic, as if the idle vCPU were slow to wake.
+            for group in ([FLOOR, C1, C2, FLOOR2], [PY, SCIPY]):
+                group = [name for name in group if name in methods]
+                for name in group:  # warm up: caches, page faults, imports
+                    methods[name]()
+                for _ in range(repeats):
+                    for name in group:
+                        times[name].append(methods[name]())
             floor = statistics.median(times[FLOOR])
             for name, seconds in times.items():
                 median = statistics.median(seconds)
