@@ -1,8 +1,14 @@
 """Build script: one Cython extension that compiles the C kernel in with it.
 
-The kernel's public header lives in csrc/; build_py copies it into the package
-(fastcheck/include/) so that installed copies can hand it to other extensions
-through fastcheck.get_include().
+The public headers live in fastcheck/include/, inside the package, so that the
+same folder serves an in-place build and an installed copy (fastcheck.get_include()
+returns it):
+
+- fastcheck_capi.h, the C API for other Python extensions, is written there;
+- fastcheck.h, the kernel's header, is written in csrc/ (the kernel is plain C and
+  builds without this package); every run of this script copies it into
+  fastcheck/include/ (a generated file, ignored by git), like cythonize writes
+  fastcheck/_kernel.c.
 """
 
 import os
@@ -11,22 +17,31 @@ import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
-from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PUBLIC_HEADERS = ["fastcheck.h"]
+KERNEL_HEADERS = ["fastcheck.h"]
 
 
-class build_py_with_headers(build_py):
-    """Copy the kernel's public headers from csrc/ into the built package."""
+def sync_kernel_headers():
+    """Copy the kernel's public headers from csrc/ into fastcheck/include/."""
+    target = os.path.join(HERE, "fastcheck", "include")
+    os.makedirs(target, exist_ok=True)
+    for name in KERNEL_HEADERS:
+        source = os.path.join(HERE, "csrc", name)
+        copy = os.path.join(target, name)
+        if not os.path.exists(source):  # building from a tree without csrc/
+            continue
+        with open(source, "rb") as f:
+            wanted = f.read()
+        current = None
+        if os.path.exists(copy):
+            with open(copy, "rb") as f:
+                current = f.read()
+        if current != wanted:
+            shutil.copyfile(source, copy)
 
-    def run(self):
-        super().run()
-        target = os.path.join(self.build_lib, "fastcheck", "include")
-        os.makedirs(target, exist_ok=True)
-        for name in PUBLIC_HEADERS:
-            shutil.copy2(os.path.join(HERE, "csrc", name), os.path.join(target, name))
 
+sync_kernel_headers()
 
 compile_args = [] if sys.platform == "win32" else ["-O3"]
 link_args = [] if sys.platform == "win32" else ["-pthread"]
@@ -35,8 +50,9 @@ extensions = [
     Extension(
         "fastcheck._kernel",
         sources=["fastcheck/_kernel.pyx", "csrc/kernel.c"],
-        include_dirs=["csrc"],
-        depends=["csrc/fastcheck.h", "csrc/kernel_impl.h", "fastcheck/_ckernel.pxd"],
+        include_dirs=["csrc", "fastcheck/include"],
+        depends=["csrc/fastcheck.h", "csrc/kernel_impl.h", "fastcheck/_ckernel.pxd",
+                 "fastcheck/include/fastcheck_capi.h"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     ),
@@ -44,5 +60,4 @@ extensions = [
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
-    cmdclass={"build_py": build_py_with_headers},
 )

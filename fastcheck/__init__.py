@@ -17,13 +17,22 @@ eps_sweep
 check_vjp, check_jvp, check_hvp
     Check a layer's hand-written backward (vector-Jacobian product), forward-mode
     (Jacobian-vector product) or second-order (Hessian-vector product) code.
+CLoss
+    A loss written in C (scipy.LowLevelCallable, ctypes, cffi, Cython), checked at
+    C speed, optionally on several threads.
+LossError
+    A C loss reported failure.
+get_include
+    The folder of the C headers, for extensions that call the kernel.
 
 fastcheck.torch (import it explicitly; needs PyTorch) checks custom
 torch.autograd.Functions and nn.Module parameters.
 """
 
 from fastcheck._check import check_grad
+from fastcheck._include import get_include
 from fastcheck._kernel import ComplexStepError
+from fastcheck._lowlevel import CLoss, LossError
 from fastcheck._numerical import numerical_grad
 from fastcheck._progress import LongCheckWarning
 from fastcheck._result import Component, GradCheckResult, ParameterReport
@@ -32,11 +41,13 @@ from fastcheck._version import __version__
 from fastcheck._vjp import check_hvp, check_jvp, check_vjp
 
 __all__ = [
+    "CLoss",
     "ComplexStepError",
     "Component",
     "EpsSweep",
     "GradCheckResult",
     "LongCheckWarning",
+    "LossError",
     "ParameterReport",
     "__version__",
     "check_grad",
@@ -44,5 +55,6 @@ __all__ = [
     "check_jvp",
     "check_vjp",
     "eps_sweep",
+    "get_include",
     "numerical_grad",
 ]

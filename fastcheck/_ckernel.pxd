@@ -1,7 +1,8 @@
 # Declarations of csrc/fastcheck.h for Cython.  Internal: the bridge in
 # _kernel.pyx cimports it.  (Other extensions reach the kernel through the C API
-# capsule instead; linking against a Python extension module's symbols does not
-# work portably.)
+# capsule instead -- fastcheck/capi.pxd, fastcheck/include/fastcheck_capi.h --
+# since linking against a Python extension module's symbols does not work
+# portably.)
 
 cdef extern from "fastcheck.h":
     # Types first, outside `nogil`: a loss or hook written in Cython may need the

@@ -17,6 +17,7 @@ import numpy as np
 
 from fastcheck import _kernel
 from fastcheck._kernel import ComplexStepError
+from fastcheck._lowlevel import as_c_loss
 from fastcheck._params import ParamLayout
 
 __all__ = ["METHODS", "Method", "RawEvaluations", "default_eps", "run_kernel"]
@@ -209,8 +210,10 @@ def run_kernel(
 
     Parameters
     ----------
-    loss : callable
-        ``loss(params)``, called with the user's own params object.
+    loss : callable or C loss
+        ``loss(params)``, called with the user's own params object; or a loss
+        written in C (:class:`fastcheck.CLoss`, a scipy.LowLevelCallable, a ctypes
+        or cffi function pointer), called without the GIL on a flat theta.
     layout : ParamLayout
         The validated parameters.
     method : str
@@ -225,11 +228,13 @@ def run_kernel(
     eps_each : ndarray, optional
         One nominal step per requested component (overrides `eps`).
     progress : callable, optional
-        ``progress(done, total)``, called every :data:`HOOK_EVERY` components.
+        ``progress(done, total)``, called every :data:`HOOK_EVERY` components (for
+        a C loss: at most every 50 ms, and at the end).
     with_center : bool
         Evaluate J(theta) when the method allows it.
     threads : int
-        Worker threads (C losses only; each works on a private copy of theta).
+        Worker threads (C losses declared thread-safe only).  Each thread works on
+        a private copy of theta: n x threads extra elements of memory.
     executor : concurrent.futures.Executor, optional
         Run the components in shards on this executor, each worker on its own
         copy of the parameters (see :mod:`fastcheck._executor`); the result is
@@ -251,6 +256,14 @@ def run_kernel(
                            indices=indices, eps_each=eps_each, progress=progress,
                            with_center=with_center, threads=threads, shards=shards)
     m = METHODS[method]
+    c_loss = as_c_loss(loss)
+    if c_loss is not None:
+        if m.name == "complex":
+            raise ValueError(
+                "method='complex' needs a loss that computes with complex numbers; a C "
+                "loss takes real double / float parameters. Use method='central' (or "
+                "'central4') with a C loss, or a Python loss for complex step")
+        c_loss.bind(layout, threads)  # validate before any evaluation
     if relative is None:
         relative = eps is None
     evals = m.evals if with_center else m.evals & ~_C
@@ -292,24 +305,29 @@ def run_kernel(
             def report(done: int, total: int, _offset: int = offset) -> None:
                 progress(_offset + done, count)
 
-        try:
-            raw = _kernel.evaluate(
-                loss, call_params, group.blocks, group.dtype.name,
-                evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
-                eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
-                progress=report, imag=imag, threads=threads)
-        except ComplexStepError:
-            raise  # the loss returned a real value: the message already says so
-        except _REJECTS_COMPLEX as exc:
-            if not imag:
-                raise
-            # The loss failed on complex input (a ufunc without complex loops,
-            # math.exp, float() under warnings-as-errors, ...): say which method
-            # needs it, keep the original.  Other exceptions come through as raised.
-            raise ComplexStepError(
-                "method='complex' needs a loss that accepts complex parameters: "
-                f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
-                "'richardson') for this loss") from exc
+        if c_loss is not None:  # one flat array: a single group and block
+            raw = c_loss.run(
+                layout, evals, float(group_eps), bool(relative), eps_each=group_eps_each,
+                indices=local, progress=report, threads=threads)
+        else:
+            try:
+                raw = _kernel.evaluate(
+                    loss, call_params, group.blocks, group.dtype.name,
+                    evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
+                    eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
+                    progress=report, imag=imag, threads=threads)
+            except ComplexStepError:
+                raise  # the loss returned a real value: the message already says so
+            except _REJECTS_COMPLEX as exc:
+                if not imag:
+                    raise
+                # The loss failed on complex input (a ufunc without complex loops,
+                # math.exp, float() under warnings-as-errors, ...): say which method
+                # needs it, keep the original.  Other exceptions come through as raised.
+                raise ComplexStepError(
+                    "method='complex' needs a loss that accepts complex parameters: "
+                    f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
+                    "'richardson') for this loss") from exc
         calls += raw["calls"]
         if raw["center"] is not None:
             center = raw["center"]
@@ -437,7 +455,28 @@ def check_method(method: Any, allowed: tuple[str, ...] | None = None) -> str:
 
 
 def check_loss(loss: Any) -> Callable[[Any], Any]:
-    """Validate that the loss is callable."""
+    """Validate the loss: a Python callable, returned as is, or a loss written in C
+    (scipy.LowLevelCallable, ctypes / cffi function pointer, CLoss), returned as a
+    :class:`fastcheck.CLoss` (which is callable too: ``loss(theta)``).  Use the
+    returned object from then on."""
+    c_loss = as_c_loss(loss)  # raises for a C loss with a wrong signature
+    if c_loss is not None:
+        return c_loss
     if not callable(loss):
-        raise TypeError(f"loss must be callable as loss(params), got {type(loss).__name__}")
+        raise TypeError(
+            "loss must be callable as loss(params), or a loss written in C (a "
+            f"scipy.LowLevelCallable or fastcheck.CLoss); got {type(loss).__name__}")
     return loss
+
+
+def check_threads(threads: Any) -> int:
+    """Validate a user's threads: an int >= 1."""
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an int >= 1, got {type(threads).__name__}")
+    value = int(threads)
+    if value < 1:
+        raise ValueError(f"threads must be >= 1, got {value}")
+    if value > 4096:
+        raise ValueError(f"threads={value} is too many: each thread holds its own copy of "
+                         "theta; use at most the number of cores")
+    return value

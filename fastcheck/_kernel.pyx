@@ -17,18 +17,38 @@ Design notes:
 4. Ctrl-C: the loss itself usually runs Python code, where the interpreter raises
    KeyboardInterrupt; the periodic hook also calls PyErr_CheckSignals, so a loss
    that never enters the interpreter is interrupted too.
+5. A C loss (``evaluate_c``: a function pointer taken from a scipy
+   LowLevelCallable's capsule) runs with the GIL released for the whole loop.  A
+   ``noexcept nogil`` adapter calls it with (theta, n, out, user_data) from the one
+   contiguous block the kernel hands it: the caller's own array serially, a
+   thread's private copy when threads > 1.  Nothing Python happens per component.
+6. The hook of a C-loss run is a nogil C function too.  It reads a monotonic clock
+   (every call at first, then, for fast components, every 2nd, 4th, ... call,
+   aiming at one reading per 2-20 ms) and takes the GIL at most every 50 ms, to
+   run PyErr_CheckSignals (Ctrl-C) and the progress callback.  The threaded kernel
+   calls it from the calling thread every ~20 ms.  (A loss that gets much slower
+   in the middle of a run is noticed late: after about 2 ms times the slow-down.)
+7. A C loss reports failure by a non-zero status; the caller turns it into an
+   exception naming the component.  A C loss that also set a Python exception
+   (taking the GIL for it) gets that exception re-raised unchanged.
+8. ``_C_API`` is the capsule other extensions import through fastcheck_capi.h: a
+   versioned table of the kernel's entry points (see that header).
 """
 
-from cpython.exc cimport PyErr_CheckSignals
+from cpython.exc cimport PyErr_CheckSignals, PyErr_Occurred
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.pycapsule cimport (PyCapsule_GetContext, PyCapsule_GetName,
+                                PyCapsule_GetPointer, PyCapsule_New)
+from cpython.ref cimport PyObject
 from libc.stdlib cimport free, malloc
 
 import numpy as np
 
 from fastcheck._ckernel cimport *
 
-__all__ = ["evaluate", "threads_available", "EVAL_CENTER", "EVAL_PLUS", "EVAL_MINUS",
-           "EVAL_PLUS2", "EVAL_MINUS2", "KERNEL_VERSION"]
+__all__ = ["evaluate", "evaluate_c", "call_c", "threads_available", "EVAL_CENTER",
+           "EVAL_PLUS", "EVAL_MINUS", "EVAL_PLUS2", "EVAL_MINUS2", "KERNEL_VERSION",
+           "C_STATUS", "C_VALUE", "CAPI_VERSION"]
 
 EVAL_CENTER = FC_EVAL_CENTER
 EVAL_PLUS = FC_EVAL_PLUS
@@ -230,8 +250,9 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
 
     if threads != 1:
         raise ValueError(
-            f"threads={threads} needs a loss written in C (a scipy.LowLevelCallable): a "
-            "Python loss holds the GIL, so threads would only take turns calling it")
+            f"threads={threads} needs a loss written in C and declared thread-safe "
+            "(fastcheck.CLoss(c_function, thread_safe=True)): a Python loss holds the GIL, "
+            "so threads would only take turns calling it")
     if blocks.shape[1] != 3:
         raise ValueError("blocks must have shape (nblocks, 3)")
     if dtype not in ("float64", "float32"):
@@ -312,3 +333,368 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
         out["center"] = center
     out["calls"] = ctx.calls
     return out
+
+
+# ---------------------------------------------------------------------------
+# C losses (design notes 5-7)
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #include <windows.h>
+    static double fc_py_monotonic(void)
+    {
+        LARGE_INTEGER frequency, counter;
+        QueryPerformanceFrequency(&frequency);
+        QueryPerformanceCounter(&counter);
+        return (double)counter.QuadPart / (double)frequency.QuadPart;
+    }
+    #else
+    #include <time.h>
+    static double fc_py_monotonic(void)
+    {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+    }
+    #endif
+    """
+    double fc_py_monotonic() noexcept nogil
+
+
+C_STATUS = 0  # int loss(T *theta, npy_intp n, double *out, void *user_data)
+C_VALUE = 1   # double loss(T *theta, npy_intp n, void *user_data)
+
+ctypedef int (*_status_f64_fn)(double *, fc_index, double *, void *) noexcept nogil
+ctypedef double (*_value_f64_fn)(double *, fc_index, void *) noexcept nogil
+ctypedef int (*_status_f32_fn)(float *, fc_index, double *, void *) noexcept nogil
+ctypedef double (*_value_f32_fn)(float *, fc_index, void *) noexcept nogil
+ctypedef int (*_adapter_f64)(const fc_block_f64 *, fc_index, double *, void *) noexcept nogil
+ctypedef int (*_adapter_f32)(const fc_block_f32 *, fc_index, double *, void *) noexcept nogil
+
+
+cdef struct _CCall:
+    void *function
+    void *user_data
+
+
+cdef int _c_status_f64(const fc_block_f64 *blocks, fc_index nblocks, double *value,
+                       void *ctx) noexcept nogil:
+    cdef _CCall *call = <_CCall *>ctx
+    return (<_status_f64_fn>call.function)(blocks[0].data, blocks[0].size, value,
+                                           call.user_data)
+
+
+cdef int _c_value_f64(const fc_block_f64 *blocks, fc_index nblocks, double *value,
+                      void *ctx) noexcept nogil:
+    cdef _CCall *call = <_CCall *>ctx
+    value[0] = (<_value_f64_fn>call.function)(blocks[0].data, blocks[0].size,
+                                              call.user_data)
+    return 0
+
+
+cdef int _c_status_f32(const fc_block_f32 *blocks, fc_index nblocks, double *value,
+                       void *ctx) noexcept nogil:
+    cdef _CCall *call = <_CCall *>ctx
+    return (<_status_f32_fn>call.function)(blocks[0].data, blocks[0].size, value,
+                                           call.user_data)
+
+
+cdef int _c_value_f32(const fc_block_f32 *blocks, fc_index nblocks, double *value,
+                      void *ctx) noexcept nogil:
+    cdef _CCall *call = <_CCall *>ctx
+    value[0] = (<_value_f32_fn>call.function)(blocks[0].data, blocks[0].size,
+                                              call.user_data)
+    return 0
+
+
+# Seconds between two visits of the hook to the interpreter (Ctrl-C, progress).
+cdef double _VISIT_EVERY = 0.05
+# Clock readings: more often than this doubles the stride, rarer halves it.
+cdef double _CHECK_MIN = 0.002
+cdef double _CHECK_MAX = 0.02
+
+
+cdef class _HookOwner:
+    """The Python side of a C-loss hook: the progress callback and a slot for an
+    exception it (or PyErr_CheckSignals) raised."""
+    cdef object progress
+    cdef object error
+
+    def __cinit__(self, progress):
+        self.progress = progress
+        self.error = None
+
+
+cdef struct _HookState:
+    double last_check   # last clock reading
+    double last_visit   # last time the GIL was taken
+    fc_index countdown  # calls left until the next clock reading
+    fc_index stride     # calls between clock readings
+    Py_ssize_t visits
+    PyObject *owner     # a _HookOwner, kept alive by the caller
+
+
+cdef int _c_hook_visit(_HookState *state, fc_index done, fc_index total) noexcept:
+    cdef _HookOwner owner = <_HookOwner>state.owner
+    state.visits += 1
+    if PyErr_Occurred() != NULL:
+        return 1  # the C loss set an exception: stop; it is raised afterwards
+    try:
+        PyErr_CheckSignals()
+        if owner.progress is not None:
+            owner.progress(done, total)
+    except BaseException as exc:
+        owner.error = exc
+        return 1
+    return 0
+
+
+cdef int _c_hook(fc_index done, fc_index total, void *ctx) noexcept nogil:
+    """Design note 6: cheap when called often, takes the GIL every 50 ms at most,
+    and always at the end (done == total) so that progress sees the total."""
+    cdef _HookState *state = <_HookState *>ctx
+    cdef double now, since
+    if done < total:
+        state.countdown -= 1
+        if state.countdown > 0:
+            return 0
+        now = fc_py_monotonic()
+        since = now - state.last_check
+        if since < _CHECK_MIN and state.stride < 65536:
+            state.stride *= 2
+        elif since > _CHECK_MAX and state.stride > 1:
+            state.stride //= 2
+        state.last_check = now
+        state.countdown = state.stride
+        if now - state.last_visit < _VISIT_EVERY:
+            return 0
+        state.last_visit = now
+    with gil:
+        return _c_hook_visit(state, done, total)
+
+
+cdef int _raise_pending() except -1:
+    """Propagate an exception a C loss set (design note 7)."""
+    if PyErr_Occurred() != NULL:
+        return -1
+    return 0
+
+
+cdef int _unpack_capsule(object capsule, _CCall *call) except -1:
+    """Function pointer and user data of a LowLevelCallable's capsule (scipy's
+    convention: the pointer is the function, the context is the user data)."""
+    cdef const char *name = PyCapsule_GetName(capsule)
+    call.function = PyCapsule_GetPointer(capsule, name)
+    call.user_data = PyCapsule_GetContext(capsule)
+    return 0
+
+
+cdef int _evals_per_component(unsigned evals) noexcept:
+    return ((evals & FC_EVAL_PLUS) != 0) + ((evals & FC_EVAL_MINUS) != 0) + (
+        (evals & FC_EVAL_PLUS2) != 0) + ((evals & FC_EVAL_MINUS2) != 0)
+
+
+def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
+               unsigned evals, double eps, bint relative, eps_each=None, indices=None,
+               progress=None, int threads=1):
+    """Run the kernel on a C loss, without the GIL; return the raw evaluations.
+
+    Parameters
+    ----------
+    capsule : PyCapsule
+        A LowLevelCallable's capsule: pointer = the loss, context = user data.  Its
+        signature was checked by the caller.
+    kind : {C_STATUS, C_VALUE}
+        ``int f(T *, npy_intp, double *, void *)`` or ``double f(T *, npy_intp,
+        void *)``, T being given by `dtype`.
+    address, size : int
+        Where theta is: `size` contiguous elements (validated by the caller; the
+        memory must stay alive and writeable for the call).
+    dtype : {"float64", "float32"}
+    evals, eps, relative, eps_each, indices
+        As for :func:`evaluate`.
+    progress : callable, optional
+        ``progress(done, total)``, called at most every 50 ms and at the end.
+    threads : int
+        Worker threads; each works on a private copy of theta (size * threads
+        elements).  The loss must then be safe to call concurrently.
+
+    Returns
+    -------
+    dict
+        As :func:`evaluate`, plus ``status`` (the kernel's status: FC_OK, or
+        FC_ERR_CALLBACK with ``callback_status`` and ``failed_at``, the request
+        position, -1 for J(theta)) and ``gil_visits`` (times the hook took the GIL).
+
+    Raises
+    ------
+    BaseException
+        KeyboardInterrupt (Ctrl-C), or whatever `progress` or the C loss raised.
+    """
+    cdef _CCall call
+    cdef fc_block_f64 block64
+    cdef fc_block_f32 block32
+    cdef fc_loss_f64 loss64
+    cdef fc_loss_f32 loss32
+    cdef fc_options opt
+    cdef fc_result res
+    cdef _HookState state
+    cdef _HookOwner owner = _HookOwner(progress)
+    cdef const Py_ssize_t[::1] index_view
+    cdef const double[::1] eps_view
+    cdef double center = 0.0
+    cdef Py_ssize_t count
+    cdef int status
+
+    if kind != C_STATUS and kind != C_VALUE:
+        raise ValueError(f"unknown C loss kind {kind}")
+    if dtype not in ("float64", "float32"):
+        raise TypeError(f"unsupported dtype {dtype!r}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if address == 0 or size < 1:
+        raise ValueError("theta must be a non-empty array")
+    _unpack_capsule(capsule, &call)
+    count = size if indices is None else len(indices)
+
+    fc_options_init(&opt)
+    opt.evals = evals
+    opt.eps = eps
+    opt.relative = relative
+    opt.hook = _c_hook
+    opt.hook_ctx = <void *>&state
+    opt.hook_every = 1
+    opt.threads = threads
+    if indices is not None:
+        index_view = indices
+        opt.count = index_view.shape[0]
+        opt.indices = &index_view[0] if opt.count > 0 else &_NO_INDEX
+    if eps_each is not None:
+        eps_view = eps_each
+        if eps_view.shape[0] != count:
+            raise ValueError("eps_each must hold one step per requested component")
+        opt.eps_each = &eps_view[0] if count > 0 else NULL
+
+    out = {
+        "center": None,
+        "plus": np.empty(count) if evals & FC_EVAL_PLUS else None,
+        "minus": np.empty(count) if evals & FC_EVAL_MINUS else None,
+        "plus2": np.empty(count) if evals & FC_EVAL_PLUS2 else None,
+        "minus2": np.empty(count) if evals & FC_EVAL_MINUS2 else None,
+        "step": np.empty(count),
+    }
+    res.center = &center
+    res.plus = _data_or_null(out["plus"])
+    res.minus = _data_or_null(out["minus"])
+    res.plus2 = _data_or_null(out["plus2"])
+    res.minus2 = _data_or_null(out["minus2"])
+    res.step = _data_or_null(out["step"])
+
+    state.last_check = fc_py_monotonic()
+    state.last_visit = state.last_check
+    state.countdown = 1
+    state.stride = 1
+    state.visits = 0
+    state.owner = <PyObject *>owner
+
+    if dtype == "float64":
+        block64.data = <double *>address
+        block64.size = size
+        block64.stride = 1
+        loss64 = _c_status_f64 if kind == C_STATUS else _c_value_f64
+        with nogil:
+            status = fc_evaluate_f64(&block64, 1, loss64, <void *>&call, &opt, &res)
+    else:
+        block32.data = <float *>address
+        block32.size = size
+        block32.stride = 1
+        loss32 = _c_status_f32 if kind == C_STATUS else _c_value_f32
+        with nogil:
+            status = fc_evaluate_f32(&block32, 1, loss32, <void *>&call, &opt, &res)
+
+    _raise_pending()
+    if owner.error is not None:
+        error, owner.error = owner.error, None
+        raise error
+    if status != FC_OK and status != FC_ERR_CALLBACK:
+        raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
+                           f"(status {status})")
+    if status == FC_OK and evals & FC_EVAL_CENTER:
+        out["center"] = center
+    out["calls"] = ((evals & FC_EVAL_CENTER) != 0 and
+                    not (status == FC_ERR_CALLBACK and res.failed_at < 0)) + (
+        res.done * _evals_per_component(evals))
+    out["status"] = status
+    out["callback_status"] = res.callback_status
+    out["failed_at"] = res.failed_at
+    out["gil_visits"] = state.visits
+    return out
+
+
+def call_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype):
+    """Evaluate a C loss once, at theta as it is, without the GIL.
+
+    Returns
+    -------
+    (status, value) : (int, float)
+        The loss's status (always 0 for the C_VALUE kind) and J(theta).
+    """
+    cdef _CCall call
+    cdef fc_block_f64 block64
+    cdef fc_block_f32 block32
+    cdef _adapter_f64 loss64
+    cdef _adapter_f32 loss32
+    cdef double value = 0.0
+    cdef int status
+    if dtype not in ("float64", "float32"):
+        raise TypeError(f"unsupported dtype {dtype!r}")
+    if kind != C_STATUS and kind != C_VALUE:
+        raise ValueError(f"unknown C loss kind {kind}")
+    if address == 0 or size < 1:
+        raise ValueError("theta must be a non-empty array")
+    _unpack_capsule(capsule, &call)
+    if dtype == "float64":
+        block64.data = <double *>address
+        block64.size = size
+        block64.stride = 1
+        loss64 = _c_status_f64 if kind == C_STATUS else _c_value_f64
+        with nogil:
+            status = loss64(&block64, 1, &value, <void *>&call)
+    else:
+        block32.data = <float *>address
+        block32.size = size
+        block32.stride = 1
+        loss32 = _c_status_f32 if kind == C_STATUS else _c_value_f32
+        with nogil:
+            status = loss32(&block32, 1, &value, <void *>&call)
+    _raise_pending()
+    return status, value
+
+
+# ---------------------------------------------------------------------------
+# The C API for other extensions (design note 8; fastcheck_capi.h)
+
+cdef extern from *:
+    """
+    #define FASTCHECK_CAPI_PROVIDER 1
+    #include "fastcheck_capi.h"
+    static fastcheck_capi fc_capi_table = {
+        FASTCHECK_CAPI_VERSION,
+        sizeof(fastcheck_capi),
+        fc_evaluate_f64,
+        fc_evaluate_f32,
+        fc_options_init,
+        fc_status_message,
+        fc_threads_available,
+        fc_total_size_f64,
+        fc_total_size_f32
+    };
+    """
+    void *_capi_table_address "((void *)&fc_capi_table)"
+    const char *_CAPI_CAPSULE_NAME "FASTCHECK_CAPI_CAPSULE"
+    unsigned int _CAPI_VERSION "FASTCHECK_CAPI_VERSION"
+
+
+CAPI_VERSION = (_CAPI_VERSION >> 16, _CAPI_VERSION & 0xFFFF)
+_C_API = PyCapsule_New(_capi_table_address, _CAPI_CAPSULE_NAME, NULL)

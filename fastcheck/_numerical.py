@@ -10,6 +10,7 @@ from fastcheck._evaluate import (
     check_loss,
     check_method,
     check_step_resolution,
+    check_threads,
     run_kernel,
 )
 from fastcheck._executor import check_executor
@@ -27,6 +28,7 @@ def numerical_grad(
     *,
     eps: float | None = None,
     method: str = "central",
+    threads: int = 1,
     executor: Any = None,
 ) -> Any:
     """The numerical gradient of ``loss(params)`` by finite differences.
@@ -36,9 +38,15 @@ def numerical_grad(
 
     Parameters
     ----------
-    loss : callable
+    loss : callable or C loss
         ``loss(params) -> float``, called with the very `params` object given here.
         It may return a Python float, a numpy scalar or a 0-d / size-1 array.
+        Or a loss written in C: a ``scipy.LowLevelCallable`` (from ctypes, cffi or
+        ``LowLevelCallable.from_cython``) or a :class:`fastcheck.CLoss`, with the
+        signature ``int (double *theta, npy_intp n, double *out, void *user_data)``
+        or ``double (double *theta, npy_intp n, void *user_data)`` (``float *``
+        for float32 parameters); `params` must then be one C-contiguous array.  A
+        C loss runs without the GIL, with no Python work per component.
     params : ndarray, or dict / list / tuple of ndarrays
         float64 or float32, writeable.  Any shape and memory order (C, Fortran,
         strided views).
@@ -59,11 +67,18 @@ def numerical_grad(
         rounding, 1 evaluation; the loss must accept complex input (otherwise a
         ``ComplexStepError`` names the method and keeps the loss's own error as
         ``__cause__``), and the copies cost twice the parameters' memory, once.
-        float16 parameters are refused by every method (TypeError).
+        float16 parameters are refused by every method (TypeError).  Complex step
+        is not for C losses.
     executor : concurrent.futures.Executor, optional
         Evaluate the components in shards on this executor's workers, each on its
         own copy of the parameters; the result is identical to a serial run (see
         :func:`fastcheck.check_grad`).
+    threads : int
+        Split the components across this many threads: only for a C loss declared
+        thread-safe (``fastcheck.CLoss(loss, thread_safe=True)``).  Each thread
+        works on a private copy of theta, so the memory cost is n x threads
+        elements; the results are bitwise identical to ``threads=1``.  A Python
+        loss must use 1: it holds the GIL, so threads would only take turns.
 
     Returns
     -------
@@ -73,7 +88,11 @@ def numerical_grad(
     Raises
     ------
     TypeError, ValueError
-        Before any evaluation, for a bad parameter, method, eps or loss.
+        Before any evaluation, for a bad parameter, method, eps, threads or loss
+        (a C loss with a signature not accepted, parameters it cannot take).
+    LossError
+        A C loss returned a non-zero status (the message names the component),
+        after the parameters were restored.
     Exception
         Whatever the loss raised (KeyboardInterrupt included), unchanged, after the
         parameters were restored.
@@ -86,11 +105,12 @@ def numerical_grad(
     >>> round(float(g[0]), 10)
     3.0001
     """
-    check_loss(loss)
+    loss = check_loss(loss)
     method = check_method(method, NUMERICAL_GRAD_METHODS)
     eps = check_eps(eps)
-    check_executor(executor, loss)
+    threads = check_threads(threads)
+    check_executor(executor, loss, threads)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
-    raw = run_kernel(loss, layout, method, eps=eps, executor=executor)
+    raw = run_kernel(loss, layout, method, eps=eps, threads=threads, executor=executor)
     return layout.unflatten(raw.derivative())

@@ -1,0 +1,192 @@
+/*
+ * fastcheck_capi.h -- fastcheck's C kernel for other Python C extensions.
+ *
+ * An extension that includes this header calls the kernel declared in fastcheck.h
+ * (fc_evaluate_f64, fc_options_init, ...) without linking against fastcheck: the
+ * calls go through a table of function pointers that the installed fastcheck
+ * publishes as the capsule `fastcheck._kernel._C_API`.
+ *
+ *     #include "fastcheck_capi.h"    // include_dirs=[fastcheck.get_include()]
+ *
+ *     PyMODINIT_FUNC PyInit_mymodule(void)
+ *     {
+ *         if (import_fastcheck() < 0) {
+ *             return NULL;           // ImportError, saying what did not match
+ *         }
+ *         return PyModule_Create(&mymodule_def);
+ *     }
+ *
+ *     // anywhere after that, with or without the GIL:
+ *     fc_options opt;
+ *     fc_options_init(&opt);
+ *     status = fc_evaluate_f64(blocks, nblocks, my_loss, my_ctx, &opt, &res);
+ *
+ * Cython extensions get the same through `from fastcheck.capi cimport ...`.
+ *
+ * Design notes, numbered so the source can refer to them:
+ *
+ *  1. The table starts with its version, then its size in bytes, then the function
+ *     pointers.  Entries are only ever appended, so an old extension keeps working
+ *     with a newer fastcheck.
+ *  2. The version is (major << 16) | minor.  The major changes when something an
+ *     existing extension relies on changes (an entry's signature, or the layout of
+ *     fc_options, fc_result or the block structs): the extension must then be
+ *     rebuilt, and import_fastcheck() refuses a different major.  The minor grows
+ *     when entries are appended; import_fastcheck() refuses a table older than the
+ *     minor the extension targets (FASTCHECK_CAPI_TARGET_MINOR, by default the
+ *     minor of this header; define it lower to run against older fastcheck
+ *     releases while using only their entries).
+ *  3. The table pointer is a static variable of each translation unit that
+ *     includes this header: call import_fastcheck() once in each such file (it is
+ *     cheap), typically in the module's init function.
+ *  4. Calling an entry point before import_fastcheck() succeeded dereferences a
+ *     NULL table, as with numpy's import_array().
+ *  5. The entry points need no GIL; a loss that does not touch Python objects can
+ *     run with the GIL released, and on several threads (fc_options.threads).
+ *  6. Define FASTCHECK_CAPI_NO_MACROS to keep the names of fastcheck.h as plain
+ *     declarations and call through fastcheck_capi_table->... instead.
+ */
+#ifndef FASTCHECK_CAPI_H
+#define FASTCHECK_CAPI_H
+
+#include <Python.h>
+#include <stddef.h>
+
+#include "fastcheck.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FASTCHECK_CAPI_VERSION_MAJOR 1
+#define FASTCHECK_CAPI_VERSION_MINOR 0
+#define FASTCHECK_CAPI_VERSION \
+    ((FASTCHECK_CAPI_VERSION_MAJOR << 16) | FASTCHECK_CAPI_VERSION_MINOR)
+#define FASTCHECK_CAPI_CAPSULE "fastcheck._kernel._C_API"
+
+#ifndef FASTCHECK_CAPI_TARGET_MINOR
+#define FASTCHECK_CAPI_TARGET_MINOR FASTCHECK_CAPI_VERSION_MINOR
+#endif
+
+/* The table of entry points (note 1).  Do not reorder; append only. */
+typedef struct fastcheck_capi {
+    unsigned int version; /* (major << 16) | minor of the fastcheck that filled it */
+    size_t size;          /* sizeof(fastcheck_capi) in that fastcheck */
+    /* minor 0 */
+    int (*evaluate_f64)(const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,
+                        void *loss_ctx, const fc_options *opt, fc_result *out);
+    int (*evaluate_f32)(const fc_block_f32 *blocks, fc_index nblocks, fc_loss_f32 loss,
+                        void *loss_ctx, const fc_options *opt, fc_result *out);
+    void (*options_init)(fc_options *opt);
+    const char *(*status_message)(int status);
+    int (*threads_available)(void);
+    fc_index (*total_size_f64)(const fc_block_f64 *blocks, fc_index nblocks);
+    fc_index (*total_size_f32)(const fc_block_f32 *blocks, fc_index nblocks);
+    /* new entries go here, each with a minor version bump */
+} fastcheck_capi;
+
+/* Bytes of the table that minor 0 guarantees. */
+#define FASTCHECK_CAPI_SIZE_MINOR_0 \
+    (offsetof(fastcheck_capi, total_size_f32) + sizeof(fc_index (*)(void)))
+
+#ifndef FASTCHECK_CAPI_PROVIDER /* defined only when building fastcheck itself */
+
+static const fastcheck_capi *fastcheck_capi_table = NULL;
+
+/* Turn the exception in flight into an ImportError that says what failed. */
+static void fastcheck_capi__import_failed(void)
+{
+    PyObject *text = NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *raised = PyErr_GetRaisedException();
+    if (raised != NULL) {
+        text = PyObject_Str(raised);
+    }
+    Py_XDECREF(raised);
+#else
+    PyObject *type = NULL, *value = NULL, *traceback = NULL;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (value != NULL) {
+        text = PyObject_Str(value);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+#endif
+    if (text != NULL) {
+        PyErr_Format(PyExc_ImportError,
+                     "fastcheck C API: cannot import the capsule " FASTCHECK_CAPI_CAPSULE
+                     " (is fastcheck installed, and importable from here?): %U", text);
+        Py_DECREF(text);
+    } else {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ImportError,
+                        "fastcheck C API: cannot import the capsule " FASTCHECK_CAPI_CAPSULE
+                        " (is fastcheck installed, and importable from here?)");
+    }
+}
+
+/*
+ * Fetch the table and check its version (note 2).  Returns 0, or -1 with an
+ * ImportError set.  Call it with the GIL held, e.g. in the module init function.
+ */
+static int import_fastcheck(void)
+{
+    const fastcheck_capi *api;
+    unsigned int major, minor;
+
+    api = (const fastcheck_capi *)PyCapsule_Import(FASTCHECK_CAPI_CAPSULE, 0);
+    if (api == NULL) {
+        fastcheck_capi__import_failed();
+        return -1;
+    }
+    major = api->version >> 16;
+    minor = api->version & 0xFFFFu;
+    if (major != FASTCHECK_CAPI_VERSION_MAJOR) {
+        PyErr_Format(PyExc_ImportError,
+                     "fastcheck C API version mismatch: this extension was compiled "
+                     "against C API %d.%d, but the installed fastcheck provides %u.%u, "
+                     "whose major version differs. Rebuild the extension against the "
+                     "installed fastcheck (include_dirs=[fastcheck.get_include()])",
+                     FASTCHECK_CAPI_VERSION_MAJOR, FASTCHECK_CAPI_VERSION_MINOR, major,
+                     minor);
+        return -1;
+    }
+    if (minor < (unsigned int)FASTCHECK_CAPI_TARGET_MINOR) {
+        PyErr_Format(PyExc_ImportError,
+                     "fastcheck C API too old: this extension needs C API %d.%d or "
+                     "newer, but the installed fastcheck provides %u.%u. Upgrade "
+                     "fastcheck",
+                     FASTCHECK_CAPI_VERSION_MAJOR, FASTCHECK_CAPI_TARGET_MINOR, major,
+                     minor);
+        return -1;
+    }
+    if (api->size < FASTCHECK_CAPI_SIZE_MINOR_0) {
+        PyErr_Format(PyExc_ImportError,
+                     "fastcheck C API table is too small (%zu bytes, at least %zu "
+                     "expected for version %u.%u): the capsule " FASTCHECK_CAPI_CAPSULE
+                     " is damaged or not fastcheck's",
+                     api->size, (size_t)FASTCHECK_CAPI_SIZE_MINOR_0, major, minor);
+        return -1;
+    }
+    fastcheck_capi_table = api;
+    return 0;
+}
+
+#ifndef FASTCHECK_CAPI_NO_MACROS /* note 6 */
+#define fc_evaluate_f64 (fastcheck_capi_table->evaluate_f64)
+#define fc_evaluate_f32 (fastcheck_capi_table->evaluate_f32)
+#define fc_options_init (fastcheck_capi_table->options_init)
+#define fc_status_message (fastcheck_capi_table->status_message)
+#define fc_threads_available (fastcheck_capi_table->threads_available)
+#define fc_total_size_f64 (fastcheck_capi_table->total_size_f64)
+#define fc_total_size_f32 (fastcheck_capi_table->total_size_f32)
+#endif
+
+#endif /* FASTCHECK_CAPI_PROVIDER */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTCHECK_CAPI_H */

@@ -1,0 +1,201 @@
+"""The C API: headers, the capsule and its version checks, and consumers.
+
+Consumers are built at test time, as third parties would build them: a C
+extension (tests/capi_consumer/consumer.c) and a Cython one (cy_consumer.pyx,
+through fastcheck/capi.pxd), both with include_dirs=[fastcheck.get_include()];
+and the plain C example of csrc/examples, without Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import filecmp
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lowlevel_support import (
+    CC,
+    ROOT,
+    STRICT_FP,
+    c_consumer,
+    cy_consumer,
+    load_module,
+    quad_py,
+    requires_cc,
+    sample_theta,
+)
+
+import fastcheck
+from fastcheck import _kernel
+
+PACKAGE = Path(fastcheck.__file__).resolve().parent
+CSRC = ROOT / "csrc"
+
+
+@pytest.fixture(scope="session")
+def consumer(tmp_path_factory):
+    return c_consumer(tmp_path_factory)
+
+
+# ------------------------------------------------------------------- headers
+def test_get_include_holds_both_headers():
+    folder = Path(fastcheck.get_include())
+    assert folder.is_absolute()
+    assert (folder / "fastcheck.h").is_file()
+    assert (folder / "fastcheck_capi.h").is_file()
+    assert folder == PACKAGE / "include"
+
+
+@pytest.mark.skipif(not (CSRC / "fastcheck.h").exists(), reason="not a source tree")
+def test_packaged_kernel_header_is_the_one_in_csrc():
+    # setup.py copies it; a stale copy would describe another kernel
+    assert filecmp.cmp(CSRC / "fastcheck.h", PACKAGE / "include" / "fastcheck.h",
+                       shallow=False)
+
+
+def test_public_pxd_and_headers_are_package_data():
+    assert (PACKAGE / "capi.pxd").is_file()
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = ROOT / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("not a source tree")
+    setuptools = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]
+    assert "*.pxd" in setuptools["package-data"]["fastcheck"]
+    assert "fastcheck.include" in setuptools["packages"]
+    assert "*.h" in setuptools["package-data"]["fastcheck.include"]
+
+
+def test_capsule_is_published():
+    assert type(_kernel._C_API).__name__ == "PyCapsule"
+    assert 'capsule object "fastcheck._kernel._C_API"' in repr(_kernel._C_API)
+    major, minor = _kernel.CAPI_VERSION
+    assert (major, minor) >= (1, 0)
+    text = (PACKAGE / "include" / "fastcheck_capi.h").read_text()
+    assert f"#define FASTCHECK_CAPI_VERSION_MAJOR {major}\n" in text
+    assert f"#define FASTCHECK_CAPI_VERSION_MINOR {minor}\n" in text
+
+
+# --------------------------------------------------------------- C consumer
+@requires_cc
+def test_c_consumer_gets_the_python_gradient(consumer):
+    assert consumer.compiled_version() == _kernel.CAPI_VERSION
+    theta = sample_theta(33)
+    before = theta.copy()
+    expected = fastcheck.numerical_grad(quad_py, theta)
+    for threads in (1, 2):
+        out = np.empty_like(theta)
+        consumer.grad(theta, out, threads=threads)
+        np.testing.assert_array_equal(out, expected)
+    assert theta.tobytes() == before.tobytes()
+
+
+@requires_cc
+def test_c_consumer_nested_check(consumer):
+    """A C loss that runs the kernel itself, through the capsule (reentrancy):
+    J = |grad q|^2 / 2, whose gradient is A (A x + b)."""
+    theta = sample_theta(9)
+    out = np.empty_like(theta)
+    consumer.grad(theta, out, nested=True)
+    a = 1.0 + np.arange(9) % 5
+    expected = a * (a * theta + (0.5 - (np.arange(9) % 3) * 0.25))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------- version and capsule checks
+class _Table(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint), ("size", ctypes.c_size_t),
+                ("entries", ctypes.c_void_p * 7)]
+
+
+def _fake_capsule(version: int, size: int, name: bytes = b"fastcheck._kernel._C_API"):
+    """A capsule like fastcheck's, holding a table with the given header; returns
+    it with the objects it points into (keep them alive while it is used)."""
+    table = _Table(version, size)
+    name_buffer = ctypes.create_string_buffer(name)
+    new = ctypes.pythonapi["PyCapsule_New"]
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return new(ctypes.addressof(table), name_buffer, None), (table, name_buffer)
+
+
+def _reimport_with(consumer, monkeypatch, capsule):
+    monkeypatch.setattr(_kernel, "_C_API", capsule)
+    try:
+        consumer.reimport()
+    finally:
+        monkeypatch.undo()
+
+
+@requires_cc
+def test_major_version_mismatch(consumer, monkeypatch):
+    capsule, _keep = _fake_capsule(2 << 16, ctypes.sizeof(_Table))
+    with pytest.raises(ImportError, match=r"version mismatch: this extension was compiled "
+                       r"against C API 1\.0, but the installed fastcheck provides 2\.0.*"
+                       r"Rebuild"):
+        _reimport_with(consumer, monkeypatch, capsule)
+    # the failed re-import left the module working with the real table
+    out = np.empty(4)
+    consumer.grad(sample_theta(4), out)
+    np.testing.assert_array_equal(out, fastcheck.numerical_grad(quad_py, sample_theta(4)))
+
+
+@requires_cc
+def test_table_too_small(consumer, monkeypatch):
+    capsule, _keep = _fake_capsule(1 << 16, 16)
+    with pytest.raises(ImportError, match=r"table is too small \(16 bytes"):
+        _reimport_with(consumer, monkeypatch, capsule)
+
+
+@requires_cc
+def test_capsule_missing_or_misnamed(consumer, monkeypatch):
+    monkeypatch.delattr(_kernel, "_C_API")
+    with pytest.raises(ImportError, match=r"cannot import the capsule "
+                       r"fastcheck\._kernel\._C_API.*_C_API"):
+        consumer.reimport()
+    monkeypatch.undo()
+    capsule, _keep = _fake_capsule(1 << 16, ctypes.sizeof(_Table), name=b"other._C_API")
+    with pytest.raises(ImportError, match="cannot import the capsule"):
+        _reimport_with(consumer, monkeypatch, capsule)
+    consumer.reimport()  # the real capsule is back
+
+
+@requires_cc
+def test_extension_needing_a_newer_minor_refuses_to_import(tmp_path_factory):
+    major, minor = _kernel.CAPI_VERSION
+    path = c_consumer(tmp_path_factory, "capi_consumer_future", target_minor=minor + 1)
+    with pytest.raises(ImportError, match=rf"needs C API {major}\.{minor + 1} or newer, but "
+                       rf"the installed fastcheck provides {major}\.{minor}\. Upgrade"):
+        load_module("capi_consumer_future", path)
+
+
+# ----------------------------------------------------------- Cython consumer
+@requires_cc
+def test_cython_consumer_through_the_pxd(tmp_path_factory):
+    cy = cy_consumer(tmp_path_factory)
+    theta = sample_theta(21)
+    expected = fastcheck.numerical_grad(quad_py, theta)
+    np.testing.assert_array_equal(np.array(cy.grad(theta)), expected)
+    np.testing.assert_array_equal(np.array(cy.grad(theta, threads=2)), expected)
+
+
+# ------------------------------------------------------- plain C, no Python
+@requires_cc
+@pytest.mark.skipif(not (CSRC / "examples").exists(), reason="not a source tree")
+def test_plain_c_example_gets_the_python_gradient(tmp_path):
+    program = tmp_path / "check_quadratic"
+    subprocess.run([CC, "-std=c99", "-O2", *STRICT_FP, f"-I{CSRC}",
+                    str(CSRC / "examples" / "check_quadratic.c"), str(CSRC / "kernel.c"),
+                    "-o", str(program), "-lm", "-lpthread"], check=True, capture_output=True)
+    run = subprocess.run([str(program), "40", "--print"], capture_output=True, text=True,
+                         env={**os.environ, "LC_ALL": "C"})
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("n = 40, relative error = ") and "(excellent)" in lines[0]
+    table = np.array([[float(v) for v in line.split()] for line in lines[1:]])
+    np.testing.assert_array_equal(table[:, 0], np.arange(40))
+    theta = table[:, 1].copy()
+    np.testing.assert_array_equal(theta, sample_theta(40))
+    np.testing.assert_array_equal(table[:, 2], fastcheck.numerical_grad(quad_py, theta))
