@@ -38,11 +38,13 @@ from fastcheck._evaluate import (
     check_loss,
     check_method,
     check_step_resolution,
+    check_threads,
     default_eps,
     run_kernel,
     unit_roundoff,
 )
 from fastcheck._executor import check_executor
+from fastcheck._lowlevel import CLoss
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._progress import (
     check_progress,
@@ -454,7 +456,9 @@ def check_grad(
         for components that pass.  False: judge from the first evaluations
         alone (suspects are then called wrong, kinks included).
     threads : int
-        Worker threads (C losses only).
+        Worker threads, for a C loss declared thread-safe
+        (``fastcheck.CLoss(f, thread_safe=True)``); each thread works on a private
+        copy of theta (n × threads elements).  Results are identical to 1 thread.
     progress : bool or callable, optional
         None (default): a progress bar on stderr when it is a terminal and the
         check is estimated to take over 2 s (tqdm when installed).  True / False:
@@ -494,7 +498,8 @@ def check_grad(
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     check_c_loss_for_mode(loss, params, mode)
-    check_loss(loss)
+    loss = check_loss(loss)  # a C loss comes back as a callable CLoss
+    threads = check_threads(threads)
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
     progress = check_progress(progress)
@@ -503,7 +508,14 @@ def check_grad(
         raise TypeError("before_eval must be callable with no arguments, got "
                         f"{type(before_eval).__name__}")
     check_executor(executor, loss, threads)
+    if threads > 1 and not isinstance(loss, CLoss):
+        raise ValueError(
+            f"threads={threads} needs a loss written in C (a scipy.LowLevelCallable or "
+            "fastcheck.CLoss): a Python loss holds the GIL, so threads would only take "
+            "turns calling it")
     layout = as_layout(params)
+    if isinstance(loss, CLoss):
+        loss.bind(layout, threads)  # a flat, contiguous theta of its dtype; thread-safety
     check_step_resolution(layout, eps, method)
     options = check_mode_options(mode, layout, method, k=k, max_evals=max_evals, seed=seed)
     if before_eval is not None and callable(grad):

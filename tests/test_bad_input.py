@@ -282,10 +282,6 @@ def test_before_eval_not_callable_is_a_type_error():
     assert_rejected("check_grad", np.ones(3), TypeError, "before_eval", before_eval=42)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_grad passes `threads` straight to the kernel, so threads=2 with a "
-           "Python loss is refused only after the two determinism probes called the loss")
 def test_threads_with_python_loss_rejected_before_any_evaluation():
     assert_rejected("check_grad", np.ones(3), ValueError, "thread", threads=2)
 

@@ -183,16 +183,6 @@ def test_ctrl_c_stops_a_builtin_loss(kind, how, n):
         assert not last.filename.endswith(".py"), last
 
 
-GIL_STARVATION = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with a loss that never runs Python bytecode (a C callable such as "
-           "functools.partial(math.dist, w)), the kernel loop holds the GIL for the whole "
-           "run and never lets a waiting thread in (the hook only calls "
-           "PyErr_CheckSignals), so other Python threads -- a progress thread, a "
-           "threading.Timer calling _thread.interrupt_main() -- are frozen until the end")
-
-
-@GIL_STARVATION
 def test_other_threads_keep_running_during_a_builtin_loss():
     n = 6000  # ~1.5 s run
     theta = np.random.default_rng(3).standard_normal(n)
@@ -219,7 +209,6 @@ def test_other_threads_keep_running_during_a_builtin_loss():
     assert len(inside) >= 0.3 * (t1 - t0) / 0.01, (len(inside), t1 - t0)
 
 
-@GIL_STARVATION
 def test_timer_thread_interrupt_reaches_a_builtin_loss():
     n = 6000  # ~1.5 s run
     theta = np.random.default_rng(3).standard_normal(n)

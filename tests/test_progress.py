@@ -12,6 +12,7 @@ import pytest
 
 import fastcheck
 from fastcheck import LongCheckWarning, check_grad
+from fastcheck._evaluate import HOOK_EVERY
 from fastcheck._progress import ProgressLine, format_seconds
 
 
@@ -137,7 +138,7 @@ def test_callable_is_fed_from_the_kernel_hook_not_per_component():
     assert seen[-1] == (5000, 5000)
     assert all(t == 5000 for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert len(seen) <= 5000 // 64 + 2
+    assert len(seen) <= 5000 // HOOK_EVERY + 2
 
 
 def test_callable_in_directional_mode_counts_evaluations():
