@@ -155,7 +155,7 @@ def run(quick: bool = False) -> list[dict]:
         return rows
     started = time.perf_counter()
     with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         client.wait_for_workers(WORKERS)
         startup = time.perf_counter() - started
         pids = list(client.run(os.getpid).values())

@@ -309,7 +309,7 @@ def test_private_copy_cache_is_bounded():
 def dask_executor():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")  # any free port
     client = distributed.Client(cluster)
     try:
         yield client.get_executor()
