@@ -57,7 +57,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+# The repository root goes last: an installed fastcheck wins over the source tree
+# (which has no compiled kernel unless built in place).
+sys.path.append(str(HERE.parent))
 
 import fastcheck  # noqa: E402
 from fastcheck._evaluate import run_kernel  # noqa: E402

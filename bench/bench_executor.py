@@ -45,7 +45,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(_HERE))  # the repository root: fastcheck
+sys.path.append(os.path.dirname(_HERE))  # the repository root, last: fastcheck
 sys.path.insert(0, _HERE)  # bench/: workloads
 
 from workloads import MLP  # noqa: E402

@@ -31,7 +31,9 @@ import time
 import warnings
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root goes last: an installed fastcheck wins over the source tree
+# (which has no compiled kernel unless built in place).
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
