@@ -57,6 +57,20 @@ def cost_table(method: str, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def run(quick: bool = False) -> list[dict]:
+    """The table as rows, for bench/run.py's "correctness" section.
+
+    A case whose verdict is off is a failure of the benchmark (status "error"), so
+    the quick run in CI catches a regression of the verdict, not only a crash.
+    """
+    names = [c.name for c in tc.CASES if not quick or c.name not in tc.LARGE]
+    rows = []
+    for r in tc.confusion_table("central", names):
+        bad = r["false_positives"] + r["false_negatives"] + r["other_mismatches"]
+        rows.append({**r, "method": "central", "status": "error" if bad else "ok"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="central",
