@@ -238,6 +238,47 @@ cdef double *_data_or_null(object array) except? NULL:
         return NULL
     return &view[0]
 
+cdef int _set_requests(fc_options *opt, object indices, object eps_each,
+                       Py_ssize_t count) except -1:
+    """Point `opt` at the requested components and their steps.
+
+    The pointers are into `indices` and `eps_each`, which the calling entry point
+    holds (as its arguments) for the whole kernel run.
+    """
+    cdef const Py_ssize_t[::1] index_view
+    cdef const double[::1] eps_view
+    if indices is not None:
+        index_view = indices
+        opt.count = index_view.shape[0]
+        # the kernel reads "no index list" as "all": make an empty list explicit
+        opt.indices = &index_view[0] if opt.count > 0 else &_NO_INDEX
+    if eps_each is not None:
+        eps_view = eps_each
+        if eps_view.shape[0] != count:
+            raise ValueError("eps_each must hold one step per requested component")
+        opt.eps_each = &eps_view[0] if count > 0 else NULL
+    return 0
+
+
+cdef dict _new_outputs(unsigned evals, Py_ssize_t count, fc_result *res, double *center):
+    """The output arrays the flags in `evals` ask for, wired into `res`."""
+    out = {
+        "center": None,
+        "plus": np.empty(count) if evals & FC_EVAL_PLUS else None,
+        "minus": np.empty(count) if evals & FC_EVAL_MINUS else None,
+        "plus2": np.empty(count) if evals & FC_EVAL_PLUS2 else None,
+        "minus2": np.empty(count) if evals & FC_EVAL_MINUS2 else None,
+        "step": np.empty(count),
+    }
+    res.center = center
+    res.plus = _data_or_null(out["plus"])
+    res.minus = _data_or_null(out["minus"])
+    res.plus2 = _data_or_null(out["plus2"])
+    res.minus2 = _data_or_null(out["minus2"])
+    res.step = _data_or_null(out["step"])
+    return out
+
+
 
 def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned evals,
              double eps, bint relative, eps_each=None, indices=None,
@@ -284,8 +325,6 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     cdef fc_result res
     cdef _CallContext ctx = _CallContext(loss, params, progress, imag)
     cdef void *table = NULL
-    cdef const Py_ssize_t[::1] index_view
-    cdef const double[::1] eps_view
     cdef double center = 0.0
     cdef int status
 
@@ -309,33 +348,9 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     opt.hook = _python_hook
     opt.hook_ctx = <void *>ctx
     opt.hook_every = hook_every
-    if indices is not None:
-        index_view = indices
-        opt.count = index_view.shape[0]
-        opt.indices = &index_view[0] if opt.count > 0 else NULL
-        if opt.count == 0:
-            # the kernel reads "no index list" as "all": make an empty list explicit
-            opt.indices = &_NO_INDEX
-    if eps_each is not None:
-        eps_view = eps_each
-        if eps_view.shape[0] != count:
-            raise ValueError("eps_each must hold one step per requested component")
-        opt.eps_each = &eps_view[0] if count > 0 else NULL
+    _set_requests(&opt, indices, eps_each, count)
 
-    out = {
-        "center": None,
-        "plus": np.empty(count) if evals & FC_EVAL_PLUS else None,
-        "minus": np.empty(count) if evals & FC_EVAL_MINUS else None,
-        "plus2": np.empty(count) if evals & FC_EVAL_PLUS2 else None,
-        "minus2": np.empty(count) if evals & FC_EVAL_MINUS2 else None,
-        "step": np.empty(count),
-    }
-    res.center = &center
-    res.plus = _data_or_null(out["plus"])
-    res.minus = _data_or_null(out["minus"])
-    res.plus2 = _data_or_null(out["plus2"])
-    res.minus2 = _data_or_null(out["minus2"])
-    res.step = _data_or_null(out["step"])
+    out = _new_outputs(evals, count, &res, &center)
 
     if dtype == "float64":
         table = malloc(sizeof(fc_block_f64) * (nblocks if nblocks > 0 else 1))
@@ -582,8 +597,6 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     cdef fc_result res
     cdef _HookState state
     cdef _HookOwner owner = _HookOwner(progress)
-    cdef const Py_ssize_t[::1] index_view
-    cdef const double[::1] eps_view
     cdef double center = 0.0
     cdef Py_ssize_t count
     cdef int status
@@ -607,30 +620,9 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     opt.hook_ctx = <void *>&state
     opt.hook_every = 1
     opt.threads = threads
-    if indices is not None:
-        index_view = indices
-        opt.count = index_view.shape[0]
-        opt.indices = &index_view[0] if opt.count > 0 else &_NO_INDEX
-    if eps_each is not None:
-        eps_view = eps_each
-        if eps_view.shape[0] != count:
-            raise ValueError("eps_each must hold one step per requested component")
-        opt.eps_each = &eps_view[0] if count > 0 else NULL
+    _set_requests(&opt, indices, eps_each, count)
 
-    out = {
-        "center": None,
-        "plus": np.empty(count) if evals & FC_EVAL_PLUS else None,
-        "minus": np.empty(count) if evals & FC_EVAL_MINUS else None,
-        "plus2": np.empty(count) if evals & FC_EVAL_PLUS2 else None,
-        "minus2": np.empty(count) if evals & FC_EVAL_MINUS2 else None,
-        "step": np.empty(count),
-    }
-    res.center = &center
-    res.plus = _data_or_null(out["plus"])
-    res.minus = _data_or_null(out["minus"])
-    res.plus2 = _data_or_null(out["plus2"])
-    res.minus2 = _data_or_null(out["minus2"])
-    res.step = _data_or_null(out["step"])
+    out = _new_outputs(evals, count, &res, &center)
 
     state.last_check = fc_py_monotonic()
     state.last_visit = state.last_check
