@@ -168,12 +168,12 @@ def read_replay(path: Any) -> Recording:
     if not os.path.isfile(name):
         raise FileNotFoundError(f"no replay file at {name!r}")
     try:
-        with np.load(name, allow_pickle=False) as npz:
-            files = set(npz.files)
-            if "header" not in files:
+        # Opened here, not by np.load, so that it is closed whatever np.load raises.
+        with open(name, "rb") as f, np.load(f, allow_pickle=False) as npz:
+            if "header" not in npz.files:
                 raise _corrupt(name, "it has no header")
             header = json.loads(str(npz["header"][()]))
-            count = len(header.get("names", []))
+            count = len(header.get("names", [])) if isinstance(header, dict) else 0
             arrays = tuple(npz[f"p{i}"] for i in range(count))
     except ReplayError:
         raise
