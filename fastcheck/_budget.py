@@ -14,12 +14,15 @@ Design notes:
    directional detection limit) in about 3 + 4 x blocks evaluations when the
    gradient is right.  Its cost is predicted from the first step's (it does the
    same O(n) work, plus random directions and the writes of theta +- h v); it runs
-   only when that fits in 0.6 of what is left, with max_evals sized to the time.
+   when that fits in what is left, with max_evals sized to the time: finding a
+   wrong component among many is worth more than sampling a few.
    A failing directional check ends the plan: the test fails anyway, and
    localisation has spent its share.
 4. What is left buys components checked one by one (mode="sample" with a
    fraction of each parameter), sized from the measured costs so that the check
-   ends near the budget.
+   ends near the budget.  A step takes STEP_SHARE of what is left and the next
+   one, sized from costs measured again, the rest: on a machine whose speed
+   changes, only the last and smallest step carries the error.
 5. The steps are recorded (mode, k, max_evals, seed): a replay runs the same steps
    without timing anything, so it checks the same components on any machine.
 6. The report says what the budget bought: components checked one by one, the
@@ -43,10 +46,11 @@ __all__ = ["check_budget", "merge_steps", "run_budget", "run_steps"]
 
 _S = ComponentStatus
 FILL = 0.95              # share of what is left that a step is sized to (note 2)
-DIRECTIONAL_SHARE = 0.6  # directional runs when predicted to fit in this share (note 3)
+DIRECTIONAL_SHARE = FILL  # directional runs when predicted to fit in this share (note 3)
 DIRECTIONAL_COST = 2.5   # predicted directional time / the first step's fixed cost
 DEFAULT_MAX_EVALS = 400
 MAX_SAMPLE_STEPS = 4
+STEP_SHARE = 0.75        # a sample step that is not the last takes this share (note 4)
 
 
 def check_budget(budget: Any, *, mode: str, k: Any, max_evals: Any) -> float | None:
@@ -162,10 +166,14 @@ class _Meter:
         self.results.append(result)
         return result.passed
 
-    def sample_count(self) -> int:
-        """Components one more sample step can check in what is left (note 4)."""
+    def sample_count(self, last: bool) -> int:
+        """Components the next sample step checks (note 4): what is left, or
+        STEP_SHARE of it when a later step can correct for a changed speed."""
         per_eval, fixed = self.costs["eval_seconds"], self.costs["fixed_seconds"]
-        return int((FILL * self.left() - fixed) / (2 * max(per_eval, 1e-12)))
+        seconds = FILL * self.left() - fixed
+        if not last and seconds > 4 * fixed:
+            seconds *= STEP_SHARE
+        return int(seconds / (2 * max(per_eval, 1e-12)))
 
 
 def _derived(seed: int, i: int) -> int:
@@ -191,7 +199,7 @@ def run_budget(check: Callable, loss: Any, grad: Any, params: Any, budget: float
             # Sample steps while what is left buys evaluation time worth at least half
             # a step's fixed cost (each step re-measures the costs).
             for i in range(1, MAX_SAMPLE_STEPS + 1):
-                count = meter.sample_count()
+                count = meter.sample_count(last=i == MAX_SAMPLE_STEPS)
                 fixed, per_eval = meter.costs["fixed_seconds"], meter.costs["eval_seconds"]
                 if not passed or count < blocks or 2 * count * per_eval < 0.5 * fixed:
                     break
@@ -285,7 +293,10 @@ def _finish(results: list[GradCheckResult], steps: list[dict], budget: float,
     if directional is not None:
         bought += ("; every component covered by the directional test, which sees a single "
                    f"wrong component off by {d_limit:.2g} of its parameter's RMS gradient")
-    if one_by_one >= n:
+    if not result.passed:
+        larger = ("the check stopped at the first failing step: a larger budget would "
+                  "only check more of a gradient already known to be wrong")
+    elif one_by_one >= n:
         larger = "a larger budget would add nothing: every component was checked one by one"
     else:
         twice = min(n, int(one_by_one + (budget - fixed) / (2 * per_eval)))
