@@ -35,8 +35,8 @@ sys.path.insert(0, HERE)
 sys.path.append(os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
-
 from bench_large import Network, _plant  # noqa: E402
+
 from fastcheck import check_grad  # noqa: E402
 
 BUDGETS = (0.5, 2.0, 10.0)
