@@ -4,20 +4,23 @@ say what the budget bought.
 Design notes:
 
 1. Seconds, not evaluations: a test suite thinks in seconds.  The cost of one
-   evaluation is measured, not guessed.  The first step is the cheapest real
-   check (mode="sample", k=1: one component per parameter), with a Python loss
-   timed call by call; its wall time minus the loss's time is the fixed cost of
-   one check call (validation and the O(n) work: snapshot, ranking, report).
-2. A full check when its 2n + 4 evaluations and the fixed cost fit in what is
-   left (FILL of it, leaving room for refining a few suspects).
-3. Otherwise mode="directional" first: it covers every component (at the
-   directional detection limit) in about 3 + 4 x blocks evaluations when the
-   gradient is right.  Its cost is predicted from the first step's (it does the
-   same O(n) work, plus random directions and the writes of theta +- h v); it runs
-   when that fits in what is left, with max_evals sized to the time: finding a
-   wrong component among many is worth more than sampling a few.
-   A failing directional check ends the plan: the test fails anyway, and
-   localisation has spent its share.
+   evaluation is measured, not guessed: the loss (a Python one) is timed call by
+   call in every step, and a step's wall time minus the loss's time is the fixed
+   cost of one check call (validation and the O(n) work: snapshot, directions,
+   ranking, report).  Both estimates come from the latest step (the fixed cost:
+   the least seen; the first call in a process pays one-time costs).
+2. The first step is the directional test with the fewest evaluations that
+   decide it: J(theta) three times and two random directions per parameter
+   (3 + 4 x blocks evaluations, whatever the size).  It covers every component
+   at the directional detection limit, and a correct gradient passes it; on a
+   large model it is what finds one wrong component among a million.  (With a
+   method other than central, an executor or a C loss it is one component per
+   parameter instead.)
+3. A failing first step is run again with max_evals sized to the time left, to
+   localise the wrong components; the plan ends there (the test fails anyway).
+   A passing one is followed by a full check when its 2n + 4 evaluations and the
+   fixed cost fit in what is left (FILL of it, leaving room for refining a few
+   suspects); otherwise by sample steps.
 4. What is left buys components checked one by one (mode="sample" with a
    fraction of each parameter), sized from the measured costs so that the check
    ends near the budget.  A step takes STEP_SHARE of what is left and the next
@@ -39,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck._lowlevel import as_c_loss
+from fastcheck._params import as_layout
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._verdict import KAPPA, ComponentStatus
 
@@ -46,10 +50,12 @@ __all__ = ["check_budget", "merge_steps", "run_budget", "run_steps"]
 
 _S = ComponentStatus
 FILL = 0.95              # share of what is left that a step is sized to (note 2)
-DIRECTIONAL_SHARE = FILL  # directional runs when predicted to fit in this share (note 3)
-DIRECTIONAL_COST = 2.5   # predicted directional time / the first step's fixed cost
 DEFAULT_MAX_EVALS = 400
 MAX_SAMPLE_STEPS = 4
+# The fixed cost of a directional check over a sample check's: it also draws two
+# random directions per parameter and writes theta +- h v (measured 2.8 on the
+# 1e6-parameter network of bench/bench_large.py).
+DIRECTIONAL_OVERHEAD = 2.5
 STEP_SHARE = 0.75        # a sample step that is not the last takes this share (note 4)
 
 
@@ -109,18 +115,16 @@ def _step(mode: str, seed: int, **kw: Any) -> dict:
     return {"mode": mode, **({"seed": seed} if mode != "full" else {}), **kw}
 
 
-def _directional_step(first: GradCheckResult, left: float, costs: dict,
-                      seed: int) -> dict | None:
-    """Note 3: directional with max_evals sized to the time, or None if it does not fit."""
+def _localise_step(first: GradCheckResult, left: float, costs: dict,
+                   seed: int) -> dict | None:
+    """Note 3: the directional check again, with max_evals sized to the time left to
+    localise what it found; None when that is too little to localise anything."""
     per_eval, fixed = costs["eval_seconds"], costs["fixed_seconds"]
-    blocks = len(first.parameters)
-    share = DIRECTIONAL_SHARE * left - DIRECTIONAL_COST * fixed
-    if share < (3 + 4 * blocks) * per_eval:
-        return None
-    max_evals = min(DEFAULT_MAX_EVALS, int(share / max(per_eval, 1e-12)))
+    max_evals = min(DEFAULT_MAX_EVALS, int((FILL * left - fixed) / max(per_eval, 1e-12)))
     # What mode="directional" needs to localise one wrong component (the bound
     # _directional.check_max_evals recommends; not imported: _directional leans on
     # _check, which leans on this module).
+    blocks = sum(1 for p in first.parameters if p.size)
     depth = max(1, math.ceil(math.log2(max(2, max(p.size for p in first.parameters)))))
     if max_evals < 3 + 4 * blocks + 4 * depth + 16:
         return None
@@ -181,29 +185,48 @@ def _derived(seed: int, i: int) -> int:
     return int(np.random.SeedSequence((seed, i)).generate_state(1)[0])
 
 
+def _first_step(params: Any, loss: Any, options: dict, seed: int) -> dict:
+    """Note 3: the directional test with the fewest evaluations that decide it (the
+    probes and two directions per parameter, as _directional.minimum_evals counts
+    them), where it is available; else one component per parameter."""
+    if (options.get("method", "central") != "central" or options.get("executor") is not None
+            or not _is_python_loss(loss)):
+        return _step("sample", seed, k=1)
+    blocks = sum(1 for a in as_layout(params).arrays if a.size)
+    return _step("directional", seed, max_evals=3 + 4 * blocks)
+
+
 def run_budget(check: Callable, loss: Any, grad: Any, params: Any, budget: float,
                seed: int, options: dict) -> tuple[GradCheckResult, list[dict]]:
     """Plan and run the steps of a budgeted check (notes 1-4); the merged result
     and the steps that were run."""
     meter = _Meter(check, loss, grad, params, options, budget)
-    if meter.run(_step("sample", seed, k=1)):
-        first = meter.results[0]
-        n, blocks = first.status.size, len(first.parameters)
-        per_eval, fixed = meter.costs["eval_seconds"], meter.costs["fixed_seconds"]
-        if (2 * n + 4) * per_eval + fixed <= FILL * meter.left():
-            meter.steps, meter.results = [], []
-            meter.run(_step("full", seed))
-        else:
-            step = _directional_step(first, meter.left(), meter.costs, seed)
-            passed = meter.run(step) if step is not None else True
-            # Sample steps while what is left buys evaluation time worth at least half
-            # a step's fixed cost (each step re-measures the costs).
-            for i in range(1, MAX_SAMPLE_STEPS + 1):
-                count = meter.sample_count(last=i == MAX_SAMPLE_STEPS)
-                fixed, per_eval = meter.costs["fixed_seconds"], meter.costs["eval_seconds"]
-                if not passed or count < blocks or 2 * count * per_eval < 0.5 * fixed:
-                    break
-                passed = meter.run(_step("sample", _derived(seed, i), k=min(1.0, count / n)))
+    first_step = _first_step(params, loss, options, seed)
+    passed = meter.run(first_step)
+    first = meter.results[0]
+    n, blocks = first.status.size, len(first.parameters)
+    if first_step["mode"] == "directional":
+        # A sample step's fixed cost, until one is measured (note 1).
+        meter.costs["fixed_seconds"] /= DIRECTIONAL_OVERHEAD
+    per_eval, fixed = meter.costs["eval_seconds"], meter.costs["fixed_seconds"]
+    if not passed:
+        if first_step["mode"] == "directional" and first.verdict not in ("nondeterministic",
+                                                                         "invalid"):
+            step = _localise_step(first, meter.left(), meter.costs, seed)
+            if step is not None:
+                meter.run(step)
+    elif (2 * n + 4) * per_eval + fixed <= FILL * meter.left():
+        meter.steps, meter.results = [], []
+        meter.run(_step("full", seed))
+    else:
+        # Sample steps while what is left buys evaluation time worth at least half
+        # a step's fixed cost (each step re-measures the costs).
+        for i in range(1, MAX_SAMPLE_STEPS + 1):
+            count = meter.sample_count(last=i == MAX_SAMPLE_STEPS)
+            fixed, per_eval = meter.costs["fixed_seconds"], meter.costs["eval_seconds"]
+            if not passed or count < blocks or 2 * count * per_eval < 0.5 * fixed:
+                break
+            passed = meter.run(_step("sample", _derived(seed, i), k=min(1.0, count / n)))
     return _finish(meter.results, meter.steps, budget, meter.started, meter.costs), meter.steps
 
 
@@ -299,7 +322,7 @@ def _finish(results: list[GradCheckResult], steps: list[dict], budget: float,
     elif one_by_one >= n:
         larger = "a larger budget would add nothing: every component was checked one by one"
     else:
-        twice = min(n, int(one_by_one + (budget - fixed) / (2 * per_eval)))
+        twice = min(n, one_by_one + max(0, int((budget - fixed) / (2 * per_eval))))
         larger = (f"a larger budget would add: {full_seconds:.3g} s checks every component "
                   f"one by one (mode='full'); {2 * budget:.3g} s about {twice:,}")
     result.notes = [f"{bought}; {larger}", *result.notes]

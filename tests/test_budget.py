@@ -63,8 +63,20 @@ def test_a_small_budget_on_a_large_model_checks_part_and_says_so():
     assert "a larger budget would add" in result.notes[0]
     assert f"{info['components_checked']:,} of {N_LARGE:,} components" in result.notes[0]
     assert loss.calls < 2 * N_LARGE
+    # first the directional test with the fewest evaluations (3 + 4 per parameter)
+    assert info["steps"][0] == {"mode": "directional", "seed": 1, "max_evals": 7}
     modes = [s["mode"] for s in info["steps"]]
-    assert modes[0] == "sample" and "full" not in modes
+    assert "full" not in modes and modes[1:] == ["sample"] * (len(modes) - 1)
+    assert math.isfinite(info["directional_limit"])
+
+
+def test_without_central_differences_the_first_step_samples():
+    loss = Quadratic(N_LARGE, SLEEP)
+    theta = np.random.default_rng(0).standard_normal(N_LARGE)
+    result = check_grad(loss, loss.grad, theta, budget=0.3, seed=1, method="forward")
+    steps = result.extra["budget"]["steps"]
+    assert steps[0] == {"mode": "sample", "seed": 1, "k": 1}
+    assert result.passed and result.method == "forward"
 
 
 def test_the_directional_step_finds_one_wrong_component_of_many():
