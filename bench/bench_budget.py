@@ -2,7 +2,7 @@
 
 On the 1,001,100-parameter tanh network of ``bench_large.py`` (a full check would
 take 2,002,203 evaluations), ``check_grad(loss, grad, params, budget=B)`` is run
-for B = 0.5 s, 2 s and 10 s with a correct gradient, several seeds each, in a
+for B = 0.5 s, 2 s and 10 s with a correct gradient, 5 seeds each, in a
 process that has already run one check (a test suite's later checks; the very
 first check in a process also pays one-time costs, reported separately).  For
 each: the wall time against the budget (the target: within 20 %), the plan the
@@ -12,7 +12,7 @@ show what the budget finds.
 
 Run from the repository root (after ``python setup.py build_ext --inplace``)::
 
-    python bench/bench_budget.py            # 3 seeds per budget
+    python bench/bench_budget.py            # 5 seeds per budget
     python bench/bench_budget.py --quick    # 0.5 s and 2 s, 1 seed
 
 BLAS threads are pinned to 1 (set before numpy is imported), as in bench/run.py.
@@ -63,7 +63,7 @@ def run(quick: bool = False) -> list[dict]:
     """One row per budget (and one per budget with a planted bug)."""
     net = Network(0)
     budgets = BUDGETS[:2] if quick else BUDGETS
-    seeds = range(1) if quick else range(3)
+    seeds = range(1) if quick else range(5)
     right = net.grad(net.params)
     cold = _one(net, right, budgets[0], 99)   # the first check in this process
     rows = []
@@ -125,8 +125,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="0.5 s and 2 s, one seed")
     args = parser.parse_args()
     rows = run(args.quick)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"model: {Network(0).n:,} parameters; one loss evaluation "
-          f"{rows[0]['eval_ms']:.2f} ms\n")
+          f"{rows[0]['eval_ms']:.2f} ms; load average after the run "
+          f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on {os.cpu_count()} cores\n")
     print(table(rows))
     print()
     for r in rows:

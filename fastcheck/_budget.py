@@ -16,8 +16,10 @@ Design notes:
    large model it is what finds one wrong component among a million.  (With a
    method other than central, an executor or a C loss it is one component per
    parameter instead.)
-3. A failing first step is run again with max_evals sized to the time left, to
-   localise the wrong components; the plan ends there (the test fails anyway).
+3. A failing first step is followed by a full check when that fits in the time
+   left, else by the directional check again with max_evals sized to the time,
+   to localise: either names the wrong components, and the plan ends there (the
+   test fails anyway).
    A passing one is followed by a full check when its 2n + 4 evaluations and the
    fixed cost fit in what is left (FILL of it, leaving room for refining a few
    suspects); otherwise by sample steps.
@@ -49,7 +51,7 @@ from fastcheck._verdict import KAPPA, ComponentStatus
 __all__ = ["check_budget", "merge_steps", "run_budget", "run_steps"]
 
 _S = ComponentStatus
-FILL = 0.95              # share of what is left that a step is sized to (note 2)
+FILL = 0.92              # share of what is left that a step is sized to (note 2)
 DEFAULT_MAX_EVALS = 400
 MAX_SAMPLE_STEPS = 4
 # The fixed cost of a directional check over a sample check's: it also draws two
@@ -102,13 +104,8 @@ def _is_python_loss(loss: Any) -> bool:
 
 def run_steps(check: Callable, loss: Any, grad: Any, params: Any, steps: list[dict],
               options: dict) -> list[GradCheckResult]:
-    """Run recorded steps (note 5), stopping after a failing one."""
-    results = []
-    for step in steps:
-        results.append(check(loss, grad, params, **step, **options))
-        if not results[-1].passed:
-            break
-    return results
+    """Run recorded steps (note 5): the steps a budgeted check ran, all of them."""
+    return [check(loss, grad, params, **step, **options) for step in steps]
 
 
 def _step(mode: str, seed: int, **kw: Any) -> dict:
@@ -174,7 +171,9 @@ class _Meter:
         """Components the next sample step checks (note 4): what is left, or
         STEP_SHARE of it when a later step can correct for a changed speed."""
         per_eval, fixed = self.costs["eval_seconds"], self.costs["fixed_seconds"]
-        seconds = FILL * self.left() - fixed
+        # The fixed cost is the most variable part on a busy machine: keep half of
+        # it again in reserve.
+        seconds = FILL * self.left() - 1.5 * fixed
         if not last and seconds > 4 * fixed:
             seconds *= STEP_SHARE
         return int(seconds / (2 * max(per_eval, 1e-12)))
@@ -209,22 +208,25 @@ def run_budget(check: Callable, loss: Any, grad: Any, params: Any, budget: float
         # A sample step's fixed cost, until one is measured (note 1).
         meter.costs["fixed_seconds"] /= DIRECTIONAL_OVERHEAD
     per_eval, fixed = meter.costs["eval_seconds"], meter.costs["fixed_seconds"]
+    full_fits = (2 * n + 4) * per_eval + fixed <= FILL * meter.left()
     if not passed:
         if first_step["mode"] == "directional" and first.verdict not in ("nondeterministic",
                                                                          "invalid"):
-            step = _localise_step(first, meter.left(), meter.costs, seed)
+            # Name the wrong components: one by one if that fits, else by localising.
+            step = _step("full", seed) if full_fits else _localise_step(
+                first, meter.left(), meter.costs, seed)
             if step is not None:
                 meter.run(step)
-    elif (2 * n + 4) * per_eval + fixed <= FILL * meter.left():
+    elif full_fits:
         meter.steps, meter.results = [], []
         meter.run(_step("full", seed))
     else:
-        # Sample steps while what is left buys evaluation time worth at least half
-        # a step's fixed cost (each step re-measures the costs).
+        # Sample steps while what is left buys evaluation time worth at least a
+        # step's fixed cost (each step re-measures the costs).
         for i in range(1, MAX_SAMPLE_STEPS + 1):
             count = meter.sample_count(last=i == MAX_SAMPLE_STEPS)
             fixed, per_eval = meter.costs["fixed_seconds"], meter.costs["eval_seconds"]
-            if not passed or count < blocks or 2 * count * per_eval < 0.5 * fixed:
+            if not passed or count < blocks or 2 * count * per_eval < fixed:
                 break
             passed = meter.run(_step("sample", _derived(seed, i), k=min(1.0, count / n)))
     return _finish(meter.results, meter.steps, budget, meter.started, meter.costs), meter.steps
@@ -317,8 +319,7 @@ def _finish(results: list[GradCheckResult], steps: list[dict], budget: float,
         bought += ("; every component covered by the directional test, which sees a single "
                    f"wrong component off by {d_limit:.2g} of its parameter's RMS gradient")
     if not result.passed:
-        larger = ("the check stopped at the first failing step: a larger budget would "
-                  "only check more of a gradient already known to be wrong")
+        larger = ("the gradient is wrong: a larger budget would only check more of it")
     elif one_by_one >= n:
         larger = "a larger budget would add nothing: every component was checked one by one"
     else:
