@@ -232,6 +232,11 @@ def run_budget(check: Callable, loss: Any, grad: Any, params: Any, budget: float
     return _finish(meter.results, meter.steps, budget, meter.started, meter.costs), meter.steps
 
 
+# Notes in which a partial mode describes its own coverage: the budget's first note
+# describes the coverage of all the steps together instead.
+_STEP_HEADS = ("directional mode:", "sample mode:", "the other components were not checked")
+
+
 def merge_steps(results: list[GradCheckResult]) -> GradCheckResult:
     """One result from the steps' results (note 5).
 
@@ -248,7 +253,8 @@ def merge_steps(results: list[GradCheckResult]) -> GradCheckResult:
         seen = r.status != _S.NOT_CHECKED
         numerical[seen], noise[seen], status[seen] = (r.numerical_flat[seen],
                                                       r.noise_flat[seen], r.status[seen])
-        notes += [note for note in r.notes if note not in notes]
+        notes += [note for note in r.notes if note not in notes
+                   and not note.startswith(_STEP_HEADS)]
     modes = "+".join(m for m in ("full", "directional", "sample") if any(r.mode == m
                                                                           for r in results))
     merged = build_result(

@@ -182,7 +182,8 @@ class MultiPointResult(GradCheckResult):
         d = super().to_dict(k)
         d["worst_point"] = self.point
         d["points"] = [{"point": j, "verdict": r.verdict, "passed": bool(r.passed),
-                        "relative_error": r.to_dict(0)["relative_error"],
+                        "relative_error": r.relative_error
+                        if math.isfinite(r.relative_error) else str(r.relative_error),
                         "evaluations": int(r.evaluations)}
                        for j, r in enumerate(self.points)]
         d["findings"] = [{key: (v if not isinstance(v, float) or math.isfinite(v) else str(v))

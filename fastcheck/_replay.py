@@ -77,8 +77,7 @@ def replay(path: Any, loss: Callable[[Any], Any], grad: Any, params: Any = None,
         layout = as_layout(params)
         record.check_layout(layout)
         snapshot = layout.snapshot()
-        for array, recorded in zip(layout.arrays, record.arrays):
-            array[...] = recorded
+        layout.restore(list(record.arrays))   # the recorded point, into the user's arrays
     try:
         results = run_steps(check_grad, loss, grad, params, record.steps,
                             {**record.options, **options})

@@ -51,8 +51,12 @@ def test_a_budget_that_fits_a_full_check_runs_one():
 def test_a_small_budget_on_a_large_model_checks_part_and_says_so():
     loss = Quadratic(N_LARGE, SLEEP)
     theta = np.random.default_rng(0).standard_normal(N_LARGE)
+    before = theta.copy()
     result = check_grad(loss, loss.grad, theta, budget=0.6, seed=1)
     assert result.passed
+    assert theta.tobytes() == before.tobytes()
+    # one account of the coverage (the budget's), not one per step
+    assert not [n for n in result.notes if n.startswith(("sample mode:", "directional mode:"))]
     info = result.extra["budget"]
     assert result.mode != "full"
     assert 0 < info["components_checked"] < N_LARGE
