@@ -25,12 +25,14 @@ from fastcheck._params import as_layout
 from fastcheck._points import PointSet, combine_points, prepare_points, verdict_rank, write_point
 from fastcheck._replayfile import check_save, write_replay
 from fastcheck._result import GradCheckResult
+from fastcheck._verdict import ComponentStatus
 
 __all__ = ["check_planned", "finding_of"]
 
 # The options a replay must repeat to evaluate the same thing (others, such as
 # threads, progress or executor, do not change what is evaluated).
 RECORDED = ("eps", "method", "refine")
+NOT_CHECKED = ComponentStatus.NOT_CHECKED
 
 
 def finding_of(result: GradCheckResult, k: int = 10) -> dict:
@@ -38,7 +40,8 @@ def finding_of(result: GradCheckResult, k: int = 10) -> dict:
     wrong = result.layout.names_of(result.indices("wrong")[:100])
     worst = [c.name for c in result.worst(k) if c.status != "not checked"]
     return {"verdict": result.verdict, "passed": bool(result.passed),
-            "relative_error": result.relative_error, "wrong": wrong, "worst": worst}
+            "relative_error": result.relative_error, "wrong": wrong, "worst": worst,
+            "step": result.eps, "mode": result.mode, "evaluations": int(result.evaluations)}
 
 
 def _one(check: Callable, loss: Any, grad: Any, params: Any, *, budget: float | None,
@@ -104,6 +107,7 @@ def check_planned(check: Callable[..., GradCheckResult], loss: Any, grad: Any, p
         write_replay(target, layout, arrays,
                      options={key: options.get(key) for key in RECORDED},
                      steps=steps_of[j], finding=finding_of(results[j]),
+                     checked=np.flatnonzero(results[j].status != NOT_CHECKED),
                      point=j if count > 1 else None,
                      points_seed=point_set.seed if drawn else None)
         result.extra["replay_file"] = str(target)

@@ -6,15 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from fastcheck._budget import merge_steps, run_steps
 from fastcheck._check import check_grad
 from fastcheck._params import as_layout
 from fastcheck._planned import finding_of
 from fastcheck._replayfile import ReplayError, read_replay
 from fastcheck._result import GradCheckResult
+from fastcheck._verdict import ComponentStatus
 
 __all__ = ["ReplayError", "replay"]
 
+NOT_CHECKED = ComponentStatus.NOT_CHECKED
 # Options a replay may be given again because a file cannot hold them.
 _ALLOWED = ("before_eval", "threads", "progress", "warn_seconds", "executor")
 
@@ -57,7 +61,8 @@ def replay(path: Any, loss: Callable[[Any], Any], grad: Any, params: Any = None,
         The new result.  ``result.extra["replay"]`` holds the recorded finding and
         ``"reproduced"``: True when the recorded failure is still there (the check
         still fails and, if components were named wrong, one of them still is), or
-        a recorded pass still passes.  The first note says the same in words.
+        a recorded pass still passes; ``"same_components"``: whether the same
+        components were checked one by one.  The first note says it in words.
 
     Raises
     ------
@@ -87,6 +92,7 @@ def replay(path: Any, loss: Callable[[Any], Any], grad: Any, params: Any = None,
     result = merge_steps(results)
     recorded, now = record.finding, finding_of(result)
     reproduced = _same_finding(recorded, now)
+    same = np.array_equal(record.checked, np.flatnonzero(result.status != NOT_CHECKED))
     where = f" at point {record.header['point']}" if record.header.get("point") is not None \
         else ""
     said = ", ".join(recorded["wrong"][:5]) or recorded["verdict"]
@@ -95,7 +101,11 @@ def replay(path: Any, loss: Callable[[Any], Any], grad: Any, params: Any = None,
         f"{result.verdict}: the finding is "
         + ("still there" if reproduced and not recorded["passed"] else
            "gone" if not recorded["passed"] else
-           "unchanged (it passes)" if reproduced else "changed (it fails now)")))
+           "unchanged (it passes)" if reproduced else "changed (it fails now)")
+        + ("" if same else "; note that other components were checked one by one than "
+           "recorded (the gradient or the loss behaves differently, so the check took "
+           "another course)")))
     result.extra["replay"] = {"file": record.path, "recorded": recorded, "now": now,
-                              "reproduced": reproduced, "point": record.header.get("point")}
+                              "reproduced": reproduced, "same_components": same,
+                              "point": record.header.get("point")}
     return result

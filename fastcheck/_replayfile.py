@@ -7,7 +7,9 @@ Design notes:
    fastcheck's version, the parameters' names / shapes / dtypes, the options that
    decide what is evaluated (method, eps, refine), the steps that were run (mode,
    k, max_evals, seed: so the same components and directions are tried), and the
-   finding (verdict, relative error, the wrong and the worst components).
+   finding (verdict, relative error, the wrong and the worst components, the step
+   rule).  The flat indices of the components checked one by one are an array of
+   their own, so a replay can say that it tried the same ones.
 2. Format: a numpy ``.npz`` (a zip of ``.npy`` arrays) read with
    ``allow_pickle=False``, so a replay file never runs code when it is loaded.
    The header is a 0-d unicode array.  Written to a temporary name and renamed,
@@ -76,8 +78,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_replay(path: Path, layout: ParamLayout, arrays: list[np.ndarray], *,
-                 options: dict, steps: list[dict], finding: dict, point: int | None,
-                 points_seed: int | None) -> Path:
+                 options: dict, steps: list[dict], finding: dict, checked: np.ndarray,
+                 point: int | None, points_seed: int | None) -> Path:
     """Write a replay file (note 1) atomically (note 2); its path."""
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "fastcheck": __version__,
@@ -93,6 +95,7 @@ def write_replay(path: Path, layout: ParamLayout, arrays: list[np.ndarray], *,
                     for k, v in finding.items()},
     }
     data = {f"p{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)}
+    data["checked"] = np.asarray(checked, dtype=np.int64)
     data["header"] = np.array(json.dumps(header))
     fd, tmp = tempfile.mkstemp(prefix=".replay-", suffix=".tmp", dir=path.parent)
     try:
@@ -113,6 +116,7 @@ class Recording:
     path: str
     header: dict
     arrays: tuple[np.ndarray, ...]
+    checked: np.ndarray   # flat indices of the components checked one by one
 
     @property
     def steps(self) -> list[dict]:
@@ -170,11 +174,13 @@ def read_replay(path: Any) -> Recording:
     try:
         # Opened here, not by np.load, so that it is closed whatever np.load raises.
         with open(name, "rb") as f, np.load(f, allow_pickle=False) as npz:
-            if "header" not in npz.files:
-                raise _corrupt(name, "it has no header")
+            missing = {"header", "checked"} - set(npz.files)
+            if missing:
+                raise _corrupt(name, f"it has no {' and no '.join(sorted(missing))}")
             header = json.loads(str(npz["header"][()]))
             count = len(header.get("names", [])) if isinstance(header, dict) else 0
             arrays = tuple(npz[f"p{i}"] for i in range(count))
+            checked = npz["checked"]
     except ReplayError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
@@ -198,4 +204,7 @@ def read_replay(path: Any) -> Recording:
         if list(a.shape) != list(shape) or a.dtype.name != dtype:
             raise _corrupt(name, f"array {header['names'][i]!r} is {a.dtype.name} "
                            f"{tuple(a.shape)}, the header says {dtype} {tuple(shape)}")
-    return Recording(name, header, arrays)
+    if checked.ndim != 1 or checked.dtype.kind != "i":
+        raise _corrupt(name, f"its list of checked components is {checked.dtype} of shape "
+                       f"{checked.shape}")
+    return Recording(name, header, arrays, checked)

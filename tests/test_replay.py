@@ -92,6 +92,11 @@ def test_random_modes_replay_the_same_components(tmp_path, mode):
     np.testing.assert_array_equal(again.status, result.status)
     np.testing.assert_array_equal(again.numerical_flat, result.numerical_flat)
     assert again.extra["replay"]["reproduced"] is True
+    assert again.extra["replay"]["same_components"] is True
+    if mode == "directional":   # fixed: the directions pass, nothing is localised
+        fixed = replay(path, net.loss, net.grad, params=net.params)
+        assert fixed.passed and fixed.extra["replay"]["same_components"] is False
+        assert "other components were checked one by one" in fixed.notes[0]
 
 
 def test_replay_into_the_users_own_arrays_restores_them(tmp_path):
