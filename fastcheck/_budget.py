@@ -51,7 +51,7 @@ from fastcheck._verdict import KAPPA, ComponentStatus
 __all__ = ["check_budget", "merge_steps", "run_budget", "run_steps"]
 
 _S = ComponentStatus
-FILL = 0.92              # share of what is left that a step is sized to (note 2)
+FILL = 0.92              # share of what is left that a step is sized to (note 3)
 DEFAULT_MAX_EVALS = 400
 MAX_SAMPLE_STEPS = 4
 # The fixed cost of a directional check over a sample check's: it also draws two
@@ -185,7 +185,7 @@ def _derived(seed: int, i: int) -> int:
 
 
 def _first_step(params: Any, loss: Any, options: dict, seed: int) -> dict:
-    """Note 3: the directional test with the fewest evaluations that decide it (the
+    """Note 2: the directional test with the fewest evaluations that decide it (the
     probes and two directions per parameter, as _directional.minimum_evals counts
     them), where it is available; else one component per parameter."""
     if (options.get("method", "central") != "central" or options.get("executor") is not None
