@@ -13,7 +13,8 @@ Design notes:
 3. Which points.  ``points=N`` (an int) checks the given point and N - 1 others
    drawn around it: each parameter moves by DRAW_SCALE times its RMS value (times
    1 when it is all zeros) times a standard normal draw, from a seeded generator.
-   A list gives the parameter sets themselves (each like params).  A callable is
+   A list gives the parameter sets themselves (each like params; for a single
+   array theta, the rows of a 2-d array also do).  A callable is
    called as ``points(seed)`` and returns such a list.  Every set is validated
    against params (names, shapes, finite values) before anything is evaluated.
 4. The gradient must be a callable ``grad(params)``: a fixed gradient array
@@ -112,6 +113,8 @@ def prepare_points(points: Any, layout: ParamLayout, grad: Any, seed: Any) -> Po
     if callable(points):
         sets = points(chosen)
         return PointSet(tuple(_validated(sets, layout, "points(seed)")), chosen, "callable")
+    if isinstance(points, np.ndarray) and points.ndim >= 1:
+        points = list(points)   # rows: one point each (theta as a single array)
     if isinstance(points, Sequence) and not isinstance(points, (str, bytes)):
         return PointSet(tuple(_validated(points, layout, "points")), None, "list")
     raise TypeError("points must be an int (how many points), a list of parameter sets, or "

@@ -58,6 +58,13 @@ def test_the_verdict_is_the_worst_point_and_findings_name_it():
     assert theta.tobytes() == THETA.tobytes()
 
 
+def test_rows_of_an_array_are_points():
+    rows = np.stack([THETA, THETA + 1.0, 3.0 * THETA])
+    result = check_grad(Counted(), grad_wrong_above(2.5), THETA.copy(), points=rows)
+    assert [r.verdict for r in result.points] == ["excellent", "excellent", "wrong"]
+    assert result.point == 2
+
+
 def test_all_points_pass():
     result = check_grad(Counted(), cube_grad, THETA.copy(), points=4, seed=3)
     assert result.passed and len(result.points) == 4
