@@ -21,8 +21,8 @@ Outputs ``results.md``, ``results.json`` and (with matplotlib) ``results.png``
 in ``--out`` (default ``bench/results/``, or ``bench/results/quick/`` for
 ``--quick``). The exit status is 1 when any benchmark raised or produced a
 wrong result, never because of a timing. Optional sections from
-``bench/bench_closs.py``, ``bench_large.py``, ``bench_executor.py`` and
-``correctness_table.py`` (each ``run(quick: bool) -> list[dict]``) are run
+``bench/bench_closs.py``, ``bench_large.py``, ``bench_executor.py``,
+``correctness_table.py`` and ``bench_budget.py`` (each ``run(quick: bool) -> list[dict]``) are run
 when present and skipped with a note when not.
 """
 
@@ -45,6 +45,7 @@ SECTIONS = (
     ("large", "bench_large", "finding wrong components among 1e6 (directional, sample)"),
     ("executor", "bench_executor", "fastcheck with executor="),
     ("correctness", "correctness_table", "verdicts of every checker on seeded bugs"),
+    ("budget", "bench_budget", "check_grad(budget=) on 1e6 parameters: wall time vs budget"),
 )
 
 

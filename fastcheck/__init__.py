@@ -22,6 +22,10 @@ CLoss
     C speed, optionally on several threads.
 LossError
     A C loss reported failure.
+replay
+    Run a check recorded in a replay file (``check_grad(..., save=path)``) again.
+MultiPointResult
+    The result of ``check_grad(..., points=...)``: the worst point's result.
 get_include
     The folder of the C headers, for extensions that call the kernel.
 
@@ -34,7 +38,9 @@ from fastcheck._include import get_include
 from fastcheck._kernel import ComplexStepError
 from fastcheck._lowlevel import CLoss, LossError
 from fastcheck._numerical import numerical_grad
+from fastcheck._points import MultiPointResult
 from fastcheck._progress import LongCheckWarning
+from fastcheck._replay import ReplayError, replay
 from fastcheck._result import Component, GradCheckResult, ParameterReport
 from fastcheck._sweep import EpsSweep, eps_sweep
 from fastcheck._version import __version__
@@ -48,7 +54,9 @@ __all__ = [
     "GradCheckResult",
     "LongCheckWarning",
     "LossError",
+    "MultiPointResult",
     "ParameterReport",
+    "ReplayError",
     "__version__",
     "check_grad",
     "check_hvp",
@@ -57,4 +65,5 @@ __all__ = [
     "eps_sweep",
     "get_include",
     "numerical_grad",
+    "replay",
 ]

@@ -46,6 +46,7 @@ from fastcheck._evaluate import (
 from fastcheck._executor import check_executor
 from fastcheck._lowlevel import CLoss
 from fastcheck._params import ParamLayout, as_layout
+from fastcheck._planned import check_planned
 from fastcheck._progress import (
     check_progress,
     check_warn_seconds,
@@ -401,6 +402,10 @@ def check_grad(
     progress: bool | Callable[[int, int], Any] | None = None,
     warn_seconds: float | None = 60.0,
     executor: Any = None,
+    points: Any = None,
+    budget: float | None = None,
+    save: Any = None,
+    save_when: str = "failure",
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -480,6 +485,25 @@ def check_grad(
         (a module-level function; cloudpickle, when installed, also takes lambdas
         and closures), and the loss must read the parameters from its argument.
         A C loss cannot cross processes: use `threads` for it.
+    points : int, list of parameter sets, or callable, optional
+        Check at several points; the verdict is the worst, and the report says at
+        which point each finding was made (a :class:`fastcheck.MultiPointResult`).
+        An int N: the given point and N - 1 drawn around it (each parameter moved
+        by 0.1 × its RMS value × a normal draw, from `seed`).  A list: those
+        parameter sets (each like `params`).  A callable: ``points(seed)`` returns
+        such a list.  The points are written into your arrays in turn, and your
+        values written back after.  `grad` must then be a callable.
+    budget : float, optional
+        Seconds.  From the measured cost of one evaluation, choose full, directional
+        and / or sample checks so that the check ends within the budget (split
+        evenly over `points`); the first note says what the budget bought
+        (components checked, the detection limit) and what a larger one would add.
+        Not with `mode`, `k` or `max_evals`, which it chooses itself.
+    save : str or os.PathLike, optional
+        Write a replay file there when the check fails (always, with
+        ``save_when="always"``): the parameters at the failing point, the steps,
+        seeds and options.  ``fastcheck.replay(path, loss, grad)`` runs it again.
+    save_when : {"failure", "always"}
 
     Returns
     -------
@@ -495,6 +519,14 @@ def check_grad(
     Exception
         Whatever the loss raised, unchanged, after the parameters were restored.
     """
+    if points is not None or budget is not None or save is not None or save_when != "failure":
+        # The test-suite keywords (_planned): it calls back this function per point.
+        return check_planned(
+            check_grad, loss, grad, params, points=points, budget=budget, save=save,
+            save_when=save_when, mode=mode, k=k, max_evals=max_evals, seed=seed,
+            options=dict(eps=eps, method=method, before_eval=before_eval, refine=refine,
+                         threads=threads, progress=progress, warn_seconds=warn_seconds,
+                         executor=executor))
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     check_c_loss_for_mode(loss, params, mode)
