@@ -52,7 +52,10 @@ _HALF = (torch.float16, torch.bfloat16)
 # The numpy dtype that states each output dtype's resolution (rule 5).
 _RESOLUTION = {torch.float64: np.float64, torch.float32: np.float32,
                torch.float16: np.float16, torch.bfloat16: np.float16,
-               torch.complex128: np.float64, torch.complex64: np.float32}
+               torch.complex128: np.float64, torch.complex64: np.float32,
+               torch.complex32: np.float16}
+_REAL_PART = {torch.complex128: torch.float64, torch.complex64: torch.float32,
+              torch.complex32: torch.float16}
 _COARSE_FIRST = (np.float16, np.float32, np.float64)
 _SHOWN = 6  # non-finite elements named in a note
 
@@ -104,6 +107,8 @@ class Inputs:
             self.masks.append(finite if compact else None)
             self.saved.append(view.copy() if compact else None)
             self.params[name] = view[finite] if compact else view
+        if all(v.size == 0 for v in self.views):
+            raise ValueError("the tensors to check are empty (no elements): nothing to check")
         if all(p.size == 0 for p in self.params.values()):
             raise ValueError("every element of the tensors to check is inf or NaN: nothing "
                              "can be perturbed")
@@ -195,6 +200,9 @@ class OutputSpec:
         Positions (in the flattened outputs) of the differentiable outputs.
     excluded : list of (int, str)
         The others, with the reason.
+    empty : list of int
+        Differentiable outputs with no element (among the excluded): when they are
+        all there is, the gradient must be exactly zero.
     """
 
     def __init__(self, value: Any) -> None:
@@ -206,14 +214,14 @@ class OutputSpec:
         self.single = self.count == 1
         self.kept: list[int] = []
         self.excluded: list[tuple[int, str]] = []
-        self.shapes: dict[int, tuple] = {}
+        self.shapes = {i: tuple(o.shape) for i, o in enumerate(items) if torch.is_tensor(o)}
         for i, o in enumerate(items):
             reason = self._reason(o)
             if reason is None:
                 self.kept.append(i)
-                self.shapes[i] = tuple(o.shape)
             else:
                 self.excluded.append((i, reason))
+        self.empty = [i for i, why in self.excluded if why == "empty"]
         self.dtypes = {i: items[i].dtype for i in self.kept}
 
     @staticmethod
@@ -287,7 +295,7 @@ def cotangents(u: np.ndarray, outs: list[Any]) -> list[Any]:
     result, start = [], 0
     for o in outs:
         if o.is_complex():
-            real = torch.float64 if o.dtype == torch.complex128 else torch.float32
+            real = _REAL_PART[o.dtype]
             piece = u[start:start + 2 * o.numel()].reshape((*o.shape, 2))
             result.append(torch.view_as_complex(torch.from_numpy(piece.copy()).to(real)))
             start += 2 * o.numel()

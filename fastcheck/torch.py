@@ -77,6 +77,7 @@ through captured references, which do not survive pickling to another process).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -202,6 +203,8 @@ def check_function(
     inputs = Inputs([args[i] for i in checked], [f"arg{i}" for i in checked],
                     [f"argument {i}" for i in checked])
     spec, values = _probe(fn, args, inputs, before_eval)
+    if not spec.kept:
+        return _check_empty(fn, args, inputs, spec)
     kept = spec.kept
     groups = [("all outputs" if len(kept) > 1 else spec.name(kept[0]), kept, n_cotangents)]
     if len(kept) > 1:  # each output's cotangent alone too (module note 4)
@@ -240,11 +243,37 @@ def _probe(fn: Callable, args: tuple, inputs: Inputs,
     with torch.enable_grad():
         values = fn(*args)
     spec = OutputSpec(values)
-    if not spec.kept:
+    if not spec.kept and not spec.empty:
         raise ValueError("no output of the function is differentiable with respect to the "
                          "tensors that require grad: nothing to check ("
                          f"{spec.excluded_note()})")
     return spec, values
+
+
+def _check_empty(fn: Callable, args: tuple, inputs: Inputs,
+                 spec: OutputSpec) -> GradCheckResult:
+    """Every differentiable output is empty: ⟨u, fn(x)⟩ is identically 0, so the
+    backward must return exactly zero, and no evaluation can say more."""
+    started = time.perf_counter()
+    with torch.enable_grad():
+        outs = spec.select(fn(*args), spec.empty)
+        grads = torch.autograd.grad(outs, inputs.tensors, [torch.zeros_like(o) for o in outs],
+                                    allow_unused=True)
+    layout = as_layout(inputs.params)
+    analytic = layout.flatten(inputs.gradients(list(grads)), what="the gradient")
+    status = np.where(analytic == 0, ComponentStatus.OK, ComponentStatus.WRONG)
+    zeros = np.zeros(layout.size)
+    names = ", ".join(spec.name(i) for i in spec.empty)
+    result = build_result(
+        layout, zeros, analytic, zeros, status.astype(np.int8),
+        tiers_for(layout.lowest_precision), evaluations=0,
+        seconds=time.perf_counter() - started, eps="none", method="central",
+        mode="torch function",
+        notes=[f"every differentiable output is empty ({names}): the gradient of ⟨u, f⟩ "
+               "is exactly zero, and the backward was compared with zero, without "
+               "evaluations"])
+    _add_notes(result, inputs, spec, outputs=False)
+    return result
 
 
 def _stage_progress(progress: Callable[[int, int], Any] | None, start: int, count: int,
@@ -312,10 +341,11 @@ def _expand(result: GradCheckResult, inputs: Inputs) -> None:
     result.noise_flat, result.status = noise, status
 
 
-def _add_notes(result: GradCheckResult, inputs: Inputs, spec: OutputSpec) -> None:
+def _add_notes(result: GradCheckResult, inputs: Inputs, spec: OutputSpec,
+               outputs: bool = True) -> None:
     """What was left out or recast, named (module notes 1-3), in result.notes and
-    result.extra."""
-    notes = [spec.excluded_note(), inputs.excluded_note()]
+    result.extra; `outputs`: whether to say which outputs were left out."""
+    notes = [spec.excluded_note() if outputs else None, inputs.excluded_note()]
     for name in inputs.complex:
         notes.append(f"complex input {name} checked as real and imaginary parts: "
                      f"{name}[..., 0] is the real part, {name}[..., 1] the imaginary part")

@@ -457,3 +457,32 @@ def test_complex_input_checked_as_real_and_imaginary_parts():
     assert not bugged.passed
     assert {c.name for c in bugged.worst(2)} == {"arg0[1, 0]", "arg0[1, 1]"}
     assert raw(z) == before
+
+
+class EmptyOut(torch.autograd.Function):
+    """An empty output whose backward returns `value` (the right answer is 0)."""
+
+    value = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x[:0] * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.full((3,), EmptyOut.value, dtype=g.dtype)
+
+
+@pytest.mark.parametrize("value, verdict", [(0.0, "excellent"), (1.0, "wrong")])
+def test_empty_output_needs_an_exactly_zero_gradient(value, verdict):
+    EmptyOut.value = value
+    r = fct.check_function(EmptyOut, tensors((3,))[0])
+    assert r.verdict == verdict and r.evaluations == 0, r.report()
+    assert "empty" in r.notes[0]
+
+
+def test_complex32_output_gets_a_verdict():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ComplexHalf is experimental
+        r = fct.check_function(lambda t: (t * 2).chalf(), tensors((4,))[0])
+    assert r.passed and r.tiers.dtype == "float16", r.report()
