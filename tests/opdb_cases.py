@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,7 @@ class Case:
     inputs: tuple
     bug: str | None = None
     where: str | None = None  # the bugged element, e.g. "arg0[2, 1]"
+    out_size: int = 0  # elements of the differentiable outputs (bugged cases)
     mark: str = ""
     nondet_tol: float = 0.0
 
@@ -116,8 +118,9 @@ def _grad_tensors(sample: Any) -> list[Any]:
     return found
 
 
-def _target(fn: Callable, inputs: list[Any], seed: int) -> tuple[int, tuple] | None:
-    """(argument, element) with the largest gradient along a seeded cotangent."""
+def _target(fn: Callable, inputs: list[Any], seed: int) -> tuple[int, tuple, int] | None:
+    """(argument, element) with the largest gradient along a seeded cotangent, and
+    the number of output elements."""
     gen = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
         out = fn(*inputs)
@@ -143,12 +146,13 @@ def _target(fn: Callable, inputs: list[Any], seed: int) -> tuple[int, tuple] | N
         if value > best and value * max(1.0, x) > 1e-9 * scale:
             best, where = value, (j, tuple(int(i) for i in torch.unravel_index(
                 torch.tensor(flat), g.shape)))
-    return where
+    return None if where is None else (*where, sum(o.numel() for o in outs))
 
 
 def op_cases(op: Any, position: int, samples: int = 2, bugs: int = 1) -> list[Case]:
-    """Up to `samples` clean cases of one op and `bugs` bugged ones (kinds cycling
-    with the op's `position`), on its first float64 samples that are small enough."""
+    """Up to `samples` clean cases of one op and `bugs` bugged ones (the kind from a
+    hash of the op's name), on its first float64 samples that are small enough; the
+    op's `position` in op_db seeds its samples."""
     name = op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
     torch.manual_seed(position)
     clean: list[Case] = []
@@ -169,11 +173,12 @@ def op_cases(op: Any, position: int, samples: int = 2, bugs: int = 1) -> list[Ca
             if len(bugged) < bugs:
                 target = _target(_recompose(sample, op, None), inputs, position)
                 if target is not None:
-                    kind = BUG_KINDS[(position + len(bugged)) % len(BUG_KINDS)]
-                    j, index = target
+                    kind = BUG_KINDS[(zlib.crc32(name.encode()) + len(bugged))
+                                     % len(BUG_KINDS)]
+                    j, index, size = target
                     where = f"arg{j}" + (f"[{', '.join(map(str, index))}]" if index else "")
                     bugged.append(Case(fn=_recompose(sample, op, (j, index, kind)),
-                                       bug=kind, where=where, **common))
+                                       bug=kind, where=where, out_size=size, **common))
             if len(clean) >= samples and len(bugged) >= bugs:
                 break
     return clean + bugged
@@ -185,7 +190,7 @@ def run_fastcheck(case: Case) -> dict:
     import fastcheck.torch as fct
 
     return _timed(lambda: fct.check_function(case.fn, *case.inputs),
-                  lambda r: (r.passed, r.verdict))
+                  lambda r: (r.passed, r.verdict, [c.name for c in r.worst(5)]))
 
 
 def run_gradcheck(case: Case, fast: bool) -> dict:
@@ -193,7 +198,7 @@ def run_gradcheck(case: Case, fast: bool) -> dict:
     def call() -> bool:
         return torch.autograd.gradcheck(case.fn, case.inputs, raise_exception=False,
                                         fast_mode=fast, nondet_tol=case.nondet_tol)
-    return _timed(call, lambda ok: (bool(ok), "pass" if ok else "fail"))
+    return _timed(call, lambda ok: (bool(ok), "pass" if ok else "fail", []))
 
 
 def _timed(call: Callable, read: Callable) -> dict:
@@ -201,11 +206,12 @@ def _timed(call: Callable, read: Callable) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            passed, verdict = read(call())
+            passed, verdict, top5 = read(call())
         error = None
     except Exception as exc:  # a crash of the checker is a result to count
-        passed, verdict, error = None, "crash", f"{type(exc).__name__}: {exc}"[:300]
-    return {"passed": passed, "verdict": verdict, "error": error,
+        passed, verdict, top5 = None, "crash", []
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    return {"passed": passed, "verdict": verdict, "error": error, "top5": top5,
             "seconds": time.perf_counter() - started}
 
 
