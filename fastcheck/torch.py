@@ -202,25 +202,20 @@ def check_function(
                          "tensors to check, e.g. x.requires_grad_() (as for gradcheck)")
     inputs = Inputs([args[i] for i in checked], [f"arg{i}" for i in checked],
                     [f"argument {i}" for i in checked])
-    spec, values = _probe(fn, args, inputs, before_eval)
+    spec, values = _probe(fn, args, before_eval)
     if not spec.kept:
         return _check_empty(fn, args, inputs, spec)
-    kept = spec.kept
-    groups = [("all outputs" if len(kept) > 1 else spec.name(kept[0]), kept, n_cotangents)]
-    if len(kept) > 1:  # each output's cotangent alone too (module note 4)
-        groups += [(spec.name(i), [i], 1) for i in kept]
-    units = sum(n for _, _, n in groups)
+    groups = _groups(spec, values, n_cotangents)
+    del values  # the probe's graph
+    units = sum(count for _, _, count, _ in groups)
     stages, done = [], 0
     try:
-        for label, which, count in groups:
-            flat = flat_outputs(spec.select(values, which))
-            if flat.size == 1:
-                count = 1
+        for label, which, count, dtype in groups:
             backward = _Backward(fn, args, inputs, spec, which)
             result = check_vjp(
-                _Forward(fn, args, inputs, spec, which, spec.resolution(which, flat)),
-                backward, inputs.params, n_cotangents=count, seed=seed, eps=eps,
-                method=method, before_eval=before_eval, refine=refine,
+                _Forward(fn, args, inputs, spec, which, dtype), backward, inputs.params,
+                n_cotangents=count, seed=seed, eps=eps, method=method,
+                before_eval=before_eval, refine=refine,
                 progress=_stage_progress(progress, done, count, units))
             _note_unused(result, backward, label)
             stages.append((label, result))
@@ -234,10 +229,9 @@ def check_function(
     return result
 
 
-def _probe(fn: Callable, args: tuple, inputs: Inputs,
+def _probe(fn: Callable, args: tuple,
            before_eval: Callable[[], Any] | None) -> tuple[OutputSpec, Any]:
     """Call fn once with grad enabled: which outputs are differentiable (module note 3)."""
-    inputs.sync(inputs.params)
     if before_eval is not None:
         before_eval()
     with torch.enable_grad():
@@ -248,6 +242,22 @@ def _probe(fn: Callable, args: tuple, inputs: Inputs,
                          "tensors that require grad: nothing to check ("
                          f"{spec.excluded_note()})")
     return spec, values
+
+
+def _groups(spec: OutputSpec, values: Any, n_cotangents: int
+            ) -> list[tuple[str, list[int], int, np.dtype]]:
+    """The checks to make: (label, outputs, cotangents, resolution dtype); all the
+    differentiable outputs together, then each alone if there are several (note 4)."""
+    kept = spec.kept
+    plan = [("all outputs" if len(kept) > 1 else spec.name(kept[0]), kept, n_cotangents)]
+    if len(kept) > 1:
+        plan += [(spec.name(i), [i], 1) for i in kept]
+    groups = []
+    for label, which, count in plan:
+        flat = flat_outputs(spec.select(values, which))
+        groups.append((label, which, 1 if flat.size == 1 else count,
+                       spec.resolution(which, flat)))
+    return groups
 
 
 def _check_empty(fn: Callable, args: tuple, inputs: Inputs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -486,3 +487,16 @@ def test_complex32_output_gets_a_verdict():
         warnings.simplefilter("ignore")  # ComplexHalf is experimental
         r = fct.check_function(lambda t: (t * 2).chalf(), tensors((4,))[0])
     assert r.passed and r.tiers.dtype == "float16", r.report()
+
+
+def test_progress_spans_every_stage():
+    calls = []
+    x = tensors((4,))[0]
+    r = fct.check_function(lambda t: (t.sin(), t * t), x,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert r.passed
+    totals = {n for _, n in calls}
+    assert len(totals) == 1  # one total over the 3 joint and 2 single-output cotangents
+    total = totals.pop()
+    assert total == 5 * 4 and calls[-1][0] == total
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
