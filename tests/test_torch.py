@@ -500,3 +500,24 @@ def test_progress_spans_every_stage():
     total = totals.pop()
     assert total == 5 * 4 and calls[-1][0] == total
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
+
+
+class Flip(torch.autograd.Function):
+    """Identity with a sign-flipped backward (issue 16, snippet 1)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+@pytest.mark.parametrize("value", [-4.8, -1.5, -2.0, 4.83, -4.827])
+def test_sign_flip_of_a_one_element_function_is_wrong(value):
+    # With u·f < 0, check_vjp's offset used to make J_u(θ₀) exactly 0, and the flip
+    # passed as "not resolvable" at -4.8 and -1.5.
+    x = torch.tensor(value, dtype=F64, requires_grad=True)
+    r = fct.check_function(Flip, x)
+    assert r.verdict == "wrong", r.report()
