@@ -404,7 +404,9 @@ def test_zero_tensor_gradient_sgn():
 def test_half_precision_outputs_get_a_verdict(dtype):
     x = tensors((6,))[0]
     r = fct.check_function(lambda t: (t.sin() * 2).to(dtype), x)
-    assert r.passed, r.report()
+    # A correct backward: passed, or (with a judge that says where float16 cannot
+    # resolve the derivative) "unresolved"; never called wrong.
+    assert r.passed or r.verdict == "unresolved", r.report()
     assert r.tiers.dtype == "float16"
 
 
