@@ -42,8 +42,11 @@ d. The scale of δ.  A computed array (an output of f, a gradient) can cancel
    block (all outputs of f; one parameter's gradient), not the component's own.
 e. For check_vjp the same concern applies to J_u = Σ u_j f_j, whose terms cancel
    (|J_u| is about √m times smaller than Σ|u_j f_j| for m outputs): a constant
-   offset c = Σ|u_j f_j(θ₀)| is added to J_u.  It changes no derivative, and makes
-   |J|, which check_grad's noise model reads, match the rounding of the sum.
+   offset c = Σ|u_j f_j(θ₀)| − Σ u_j f_j(θ₀) is added to J_u, so that J_u(θ₀) =
+   Σ|u_j f_j(θ₀)|.  It changes no derivative, and makes |J|, which check_grad's
+   noise model reads, match the rounding of the sum.  (Adding Σ|u_j f_j| alone made
+   J_u(θ₀) exactly 0 for one output with u·f < 0: a sign-flipped backward of a
+   one-element function then passed as "not resolvable".)
 """
 
 from __future__ import annotations
@@ -252,7 +255,10 @@ def check_vjp(
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc}. vjp(params, u) must return the gradient of "
                             "<u, f(params)> in the structure of params") from None
-        offset = float(np.sum(np.abs(u64 * y0.ravel().astype(np.float64))))
+        terms = u64 * y0.ravel().astype(np.float64)
+        # J_u(θ₀) = Σ|u_j f_j| (note e); adding Σ|u_j f_j| to a sum that is itself
+        # -Σ|u_j f_j| (one output with u·f < 0) would make J_u(θ₀) exactly 0.
+        offset = float(np.sum(np.abs(terms))) - float(np.sum(terms))
         loss = _Projected(f, u64, offset, shape, dtype)
         report = None
         if progress is not None:

@@ -47,16 +47,37 @@ How it differs from ``torch.autograd.gradcheck``, and where it wins:
   needs 2 evaluations per input element per cotangent (3 by default, 1 for a
   scalar output) and one backward per cotangent.
 
-What gradcheck checks and this does not: complex and sparse inputs, forward-mode
-AD (``check_forward_ad``), batched gradients, backward reentrancy, undefined
-gradients, GPU tensors (copy to the CPU first).  This adapter checks the values of
-first derivatives of float64 / float32 CPU tensors; ``executor=`` is not offered
-(the tensors are read by the function through captured references, which do not
-survive pickling to another process).
+What this adapter does with what PyTorch functions return and take (details in
+``fastcheck/_torch_tensors.py``):
+
+1. Complex inputs and outputs are checked as their real and imaginary parts, as
+   gradcheck does (``arg0[3, 0]`` is the real part of element 3).
+2. An input element that is ±inf or NaN cannot be perturbed: it is left out and
+   named in the report (``aten._safe_softmax`` of a row with -inf).
+3. Outputs that autograd declares non-differentiable (integer outputs, outputs
+   marked with ``ctx.mark_non_differentiable``, the mean and rstd of
+   ``native_layer_norm``) are left out of both sides and named.
+4. With several differentiable outputs, each output's cotangent is also given
+   alone (the other outputs' gradients left undefined, as in gradcheck's
+   Jacobian rows): a backward that only works when every output has a gradient
+   (``native_group_norm`` returns None for the mean alone) is caught.  One random
+   cotangent per output, on top of the `n_cotangents` over all outputs.
+5. float16 / bfloat16 outputs are checked at their own resolution (the step and
+   the tiers follow the coarsest output; bfloat16 is stated as float16, the
+   nearest numpy resolution); such inputs are refused (a difference step in half
+   precision cannot resolve a derivative).  Gradients that autograd knows to be
+   zero (ZeroTensor, e.g. of ``torch.sgn``) and None gradients are zeros.
+
+What gradcheck checks and this does not: sparse inputs, forward-mode AD
+(``check_forward_ad``), batched gradients, backward reentrancy, GPU tensors (copy
+to the CPU first).  This adapter checks the values of first derivatives of CPU
+tensors; ``executor=`` is not offered (the tensors are read by the function
+through captured references, which do not survive pickling to another process).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -68,90 +89,62 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("fastcheck.torch needs PyTorch: pip install 'fastcheck[torch]' "
                       "(or pip install torch)") from exc
 
-from fastcheck._check import check_grad
-from fastcheck._result import GradCheckResult
-from fastcheck._vjp import check_vjp
+from fastcheck._check import CHECK_METHODS, check_grad
+from fastcheck._evaluate import check_eps, check_method
+from fastcheck._params import as_layout
+from fastcheck._result import GradCheckResult, build_result
+from fastcheck._torch_tensors import (
+    Inputs,
+    OutputSpec,
+    cotangents,
+    flat_outputs,
+    grad_array,
+    input_view,
+)
+from fastcheck._verdict import ComponentStatus, tiers_for
+from fastcheck._vjp import _check_count, _worst, check_vjp
 
 __all__ = ["check_function", "check_module"]
 
-_DTYPES = (torch.float64, torch.float32)
-
-
-def _numpy_view(t: Any, name: str) -> np.ndarray:
-    """A writeable numpy view of a tensor's storage (validated)."""
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} is on {t.device}; fastcheck perturbs tensors in place "
-                         "through numpy, on the CPU: check a CPU copy (.cpu())")
-    if t.layout != torch.strided:
-        raise TypeError(f"{name} has layout {t.layout}; fastcheck checks dense tensors "
-                        "(.to_dense())")
-    if t.dtype not in _DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; fastcheck needs float64 or float32 "
-                        "tensors (half precision is too coarse for finite differences): "
-                        "convert with .double()")
-    if any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape, strict=True)):
-        raise ValueError(f"{name} is an expanded tensor (a stride of 0): its elements share "
-                         "memory, so perturbing one moves the others. Pass .clone()")
-    if t.is_conj() or t.is_neg():
-        raise TypeError(f"{name} is a lazily conjugated/negated view: pass .resolve_conj()")
-    return t.detach().numpy()
-
-
-def _outputs(value: Any) -> list:
-    """The floating-point tensors a function returned, in order."""
-    items = list(value) if isinstance(value, (tuple, list)) else [value]
-    if not items or not all(torch.is_tensor(o) for o in items):
-        raise TypeError("the function must return a tensor or a tuple of tensors, got "
-                        f"{type(value).__name__}")
-    return [o for o in items if o.is_floating_point()]
-
-
-def _zeros_like(a: np.ndarray) -> np.ndarray:
-    return np.zeros(a.shape, dtype=a.dtype)
-
 
 class _Forward:
-    """fn(*args) under no_grad, as one flat numpy array (the outputs concatenated)."""
+    """fn(*args) under no_grad, as one flat array: the chosen outputs, in the dtype
+    that states their resolution (see _torch_tensors, rules 3-5)."""
 
-    def __init__(self, fn: Callable, args: tuple) -> None:
-        self.fn, self.args = fn, args
+    def __init__(self, fn: Callable, args: tuple, inputs: Inputs, spec: OutputSpec,
+                 which: list[int], dtype: np.dtype) -> None:
+        self.fn, self.args, self.inputs = fn, args, inputs
+        self.spec, self.which, self.dtype = spec, which, dtype
 
     def __call__(self, params: Any) -> np.ndarray:
+        self.inputs.sync(params)
         with torch.no_grad():
-            outs = _outputs(self.fn(*self.args))
-        pieces = [o.detach().cpu().numpy().ravel() for o in outs]
-        if not pieces:
-            raise TypeError("the function returned no floating-point tensor: nothing to "
-                            "differentiate")
-        return np.concatenate(pieces)
+            outs = self.spec.select(self.fn(*self.args), self.which)
+        return flat_outputs(outs).astype(self.dtype)
 
 
 class _Backward:
-    """The vjp of fn through torch.autograd.grad, as a dict like the checked tensors."""
+    """The vjp of the chosen outputs through torch.autograd.grad, shaped like params.
 
-    def __init__(self, fn: Callable, args: tuple, checked: list[int], names: list[str],
-                 views: dict[str, np.ndarray]) -> None:
-        self.fn, self.args, self.checked, self.names, self.views = fn, args, checked, names, views
+    Only the chosen outputs are given to autograd: with one of several chosen, the
+    others' gradients stay undefined, as in gradcheck's Jacobian rows.
+    """
+
+    def __init__(self, fn: Callable, args: tuple, inputs: Inputs, spec: OutputSpec,
+                 which: list[int]) -> None:
+        self.fn, self.args, self.inputs = fn, args, inputs
+        self.spec, self.which = spec, which
+        self.unused: set[str] = set()  # inputs autograd gave no gradient (None)
 
     def __call__(self, params: Any, u: np.ndarray) -> dict[str, np.ndarray]:
-        inputs = [self.args[i] for i in self.checked]
+        self.inputs.sync(params)
         with torch.enable_grad():
-            outs = _outputs(self.fn(*self.args))
-            cotangents, start = [], 0
-            for o in outs:
-                piece = u[start:start + o.numel()].reshape(tuple(o.shape))
-                cotangents.append(torch.from_numpy(piece.copy()).to(o.dtype))  # 0-d stays 0-d
-                start += o.numel()
-            used = [(o, c) for o, c in zip(outs, cotangents, strict=True) if o.requires_grad]
-            if not used:
-                raise ValueError("no output of the function depends on the inputs that "
-                                 "require grad: nothing to check")
-            grads = torch.autograd.grad([o for o, _ in used], inputs,
-                                        grad_outputs=[c for _, c in used],
-                                        allow_unused=True)
-        return {name: (_zeros_like(self.views[name]) if g is None
-                       else g.detach().cpu().numpy().astype(self.views[name].dtype))
-                for name, g in zip(self.names, grads, strict=True)}
+            outs = self.spec.select(self.fn(*self.args), self.which)
+            grads = torch.autograd.grad(outs, self.inputs.tensors,
+                                        grad_outputs=cotangents(u, outs), allow_unused=True)
+        self.unused.update(n for n, g in zip(self.inputs.names, grads, strict=True)
+                           if g is None)
+        return self.inputs.gradients(list(grads))
 
 
 def check_function(
@@ -176,16 +169,19 @@ def check_function(
     ----------
     fn : callable or torch.autograd.Function subclass
         Called as ``fn(*args)``; a Function subclass is called through ``.apply``.
-        Returns a tensor, or a tuple of tensors (the floating-point ones are
-        checked).
+        Returns a tensor, or a (nested) tuple / list of tensors: the ones autograd
+        can differentiate (floating-point or complex, with a grad_fn) are checked,
+        the others are named in a note and left out.
     *args
-        Its arguments.  Tensors with ``requires_grad=True`` are checked (float64 or
-        float32, on the CPU); they are perturbed in place and restored bit for bit.
+        Its arguments.  Tensors with ``requires_grad=True`` are checked (float64,
+        float32, complex128 or complex64, on the CPU); they are perturbed in place
+        and restored bit for bit; elements that are inf or NaN are left out.
         Other arguments are passed unchanged.  Components are named by position:
         ``arg1[3, 2]`` is element (3, 2) of the second argument.
     n_cotangents : int
-        For a non-scalar output, the number of seeded random cotangents (>= 1);
-        a scalar output needs one.
+        For a non-scalar output, the number of seeded random cotangents over all
+        outputs (>= 1); a scalar output needs one.  With several outputs, one more
+        cotangent per output is given alone (module note 4).
     seed, eps, method, before_eval, refine, progress
         As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad`.
 
@@ -197,24 +193,179 @@ def check_function(
         fn = fn.apply
     if not callable(fn):
         raise TypeError(f"fn must be callable as fn(*args), got {type(fn).__name__}")
+    n_cotangents = _check_count(n_cotangents, "n_cotangents")
+    check_method(method, CHECK_METHODS)
+    check_eps(eps)
     checked = [i for i, a in enumerate(args) if torch.is_tensor(a) and a.requires_grad]
     if not checked:
         raise ValueError("no argument is a tensor with requires_grad=True: mark the "
                          "tensors to check, e.g. x.requires_grad_() (as for gradcheck)")
-    names = [f"arg{i}" for i in checked]
-    views = {name: _numpy_view(args[i], f"argument {i}") for name, i in
-             zip(names, checked, strict=True)}
-    forward = _Forward(fn, args)
-    with torch.no_grad():
-        size = sum(o.numel() for o in _outputs(fn(*args)))
-    if size == 1:
-        n_cotangents = 1
-    result = check_vjp(forward, _Backward(fn, args, checked, names, views), views,
-                       n_cotangents=n_cotangents, seed=seed, eps=eps, method=method,
-                       before_eval=before_eval, refine=refine, progress=progress)
-    result.mode = "torch function"
-    result.notes = [n.replace("check_vjp:", "check_function:", 1) for n in result.notes]
+    inputs = Inputs([args[i] for i in checked], [f"arg{i}" for i in checked],
+                    [f"argument {i}" for i in checked])
+    spec, values = _probe(fn, args, before_eval)
+    if not spec.kept:
+        return _check_empty(fn, args, inputs, spec)
+    groups = _groups(spec, values, n_cotangents)
+    del values  # the probe's graph
+    units = sum(count for _, _, count, _ in groups)
+    stages, done = [], 0
+    try:
+        for label, which, count, dtype in groups:
+            backward = _Backward(fn, args, inputs, spec, which)
+            result = check_vjp(
+                _Forward(fn, args, inputs, spec, which, dtype), backward, inputs.params,
+                n_cotangents=count, seed=seed, eps=eps, method=method,
+                before_eval=before_eval, refine=refine,
+                progress=_stage_progress(progress, done, count, units))
+            _note_unused(result, backward, label)
+            stages.append((label, result))
+            done += count
+    finally:
+        inputs.restore()
+    result = _combine(stages)
+    if inputs.compact:
+        _expand(result, inputs)
+    _add_notes(result, inputs, spec)
     return result
+
+
+def _probe(fn: Callable, args: tuple,
+           before_eval: Callable[[], Any] | None) -> tuple[OutputSpec, Any]:
+    """Call fn once with grad enabled: which outputs are differentiable (module note 3)."""
+    if before_eval is not None:
+        before_eval()
+    with torch.enable_grad():
+        values = fn(*args)
+    spec = OutputSpec(values)
+    if not spec.kept and not spec.empty:
+        raise ValueError("no output of the function is differentiable with respect to the "
+                         "tensors that require grad: nothing to check ("
+                         f"{spec.excluded_note()})")
+    return spec, values
+
+
+def _groups(spec: OutputSpec, values: Any, n_cotangents: int
+            ) -> list[tuple[str, list[int], int, np.dtype]]:
+    """The checks to make: (label, outputs, cotangents, resolution dtype); all the
+    differentiable outputs together, then each alone if there are several (note 4)."""
+    kept = spec.kept
+    plan = [("all outputs" if len(kept) > 1 else spec.name(kept[0]), kept, n_cotangents)]
+    if len(kept) > 1:
+        plan += [(spec.name(i), [i], 1) for i in kept]
+    groups = []
+    for label, which, count in plan:
+        flat = flat_outputs(spec.select(values, which))
+        groups.append((label, which, 1 if flat.size == 1 else count,
+                       spec.resolution(which, flat)))
+    return groups
+
+
+def _check_empty(fn: Callable, args: tuple, inputs: Inputs,
+                 spec: OutputSpec) -> GradCheckResult:
+    """Every differentiable output is empty: ⟨u, fn(x)⟩ is identically 0, so the
+    backward must return exactly zero, and no evaluation can say more."""
+    started = time.perf_counter()
+    with torch.enable_grad():
+        outs = spec.select(fn(*args), spec.empty)
+        grads = torch.autograd.grad(outs, inputs.tensors, [torch.zeros_like(o) for o in outs],
+                                    allow_unused=True)
+    layout = as_layout(inputs.params)
+    analytic = layout.flatten(inputs.gradients(list(grads)), what="the gradient")
+    status = np.where(analytic == 0, ComponentStatus.OK, ComponentStatus.WRONG)
+    zeros = np.zeros(layout.size)
+    names = ", ".join(spec.name(i) for i in spec.empty)
+    result = build_result(
+        layout, zeros, analytic, zeros, status.astype(np.int8),
+        tiers_for(layout.lowest_precision), evaluations=0,
+        seconds=time.perf_counter() - started, eps="none", method="central",
+        mode="torch function",
+        notes=[f"every differentiable output is empty ({names}): the gradient of ⟨u, f⟩ "
+               "is exactly zero, and the backward was compared with zero, without "
+               "evaluations"])
+    _add_notes(result, inputs, spec, outputs=False)
+    return result
+
+
+def _stage_progress(progress: Callable[[int, int], Any] | None, start: int, count: int,
+                    units: int) -> Callable[[int, int], Any] | None:
+    """progress(done, total) over all stages, from one stage's own counts."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        per = total // count  # one cotangent's components
+        progress(start * per + done, units * per)
+    return report
+
+
+def _note_unused(result: GradCheckResult, backward: _Backward, label: str) -> None:
+    """Say where autograd returned None, when that stage failed (module note 4)."""
+    if backward.unused and not result.passed:
+        names = ", ".join(sorted(backward.unused))
+        result.notes.append(f"torch.autograd.grad returned no gradient (None) for {names} "
+                            f"with {label}'s cotangent; it was taken as zero")
+
+
+def _combine(stages: list[tuple[str, GradCheckResult]]) -> GradCheckResult:
+    """The worst stage's result, with every stage's cotangents summarised."""
+    results = [r for _, r in stages]
+    k = _worst(results)
+    label, worst = stages[k]
+    worst.extra = {**worst.extra, "shown_outputs": label, "vectors": [
+        {**v, "outputs": lab} for lab, r in stages for v in r.extra.get("vectors", [])]}
+    worst.evaluations = sum(r.evaluations for r in results)
+    worst.seconds = sum(r.seconds for r in results)
+    worst.mode = "torch function"
+    worst.notes = [n.replace("check_vjp:", "check_function:", 1) for n in worst.notes]
+    if len(stages) > 1:
+        alone = ", ".join(f"{lab} {r.verdict}" for lab, r in stages[1:])
+        worst.notes.insert(0, f"check_function: all outputs' cotangents together "
+                              f"{stages[0][1].verdict}; each output's cotangent also given "
+                              f"alone, the other outputs' gradients left undefined (as "
+                              f"gradcheck does): {alone}. Shown: {label}, the worst")
+    return worst
+
+
+def _expand(result: GradCheckResult, inputs: Inputs) -> None:
+    """Put a check made on the finite elements back onto the whole tensors; the
+    elements left out are "not checked" (module note 2).  The verdict stands: the
+    same components were counted."""
+    full = as_layout(dict(zip(inputs.names, inputs.views, strict=True)))
+    n = full.size
+    numerical, analytic, noise = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    status = np.full(n, ComponentStatus.NOT_CHECKED, dtype=np.int8)
+    for p, mask in enumerate(inputs.masks):
+        lo, hi = int(full.offsets[p]), int(full.offsets[p + 1])
+        clo, chi = int(result.layout.offsets[p]), int(result.layout.offsets[p + 1])
+        where = np.arange(lo, hi) if mask is None else lo + np.flatnonzero(mask.ravel())
+        numerical[where] = result.numerical_flat[clo:chi]
+        analytic[where] = result.analytic_flat[clo:chi]
+        noise[where] = result.noise_flat[clo:chi]
+        status[where] = result.status[clo:chi]
+    rebuilt = build_result(full, numerical, analytic, noise, status,
+                           result.tiers or tiers_for(np.dtype(np.float64)),
+                           evaluations=result.evaluations, seconds=result.seconds,
+                           eps=result.eps, method=result.method, mode=result.mode)
+    result.layout, result.parameters = full, rebuilt.parameters
+    result.numerical_flat, result.analytic_flat = numerical, analytic
+    result.noise_flat, result.status = noise, status
+
+
+def _add_notes(result: GradCheckResult, inputs: Inputs, spec: OutputSpec,
+               outputs: bool = True) -> None:
+    """What was left out or recast, named (module notes 1-3), in result.notes and
+    result.extra; `outputs`: whether to say which outputs were left out."""
+    notes = [spec.excluded_note() if outputs else None, inputs.excluded_note()]
+    for name in inputs.complex:
+        notes.append(f"complex input {name} checked as real and imaginary parts: "
+                     f"{name}[..., 0] is the real part, {name}[..., 1] the imaginary part")
+    if any(spec.dtypes[i].is_complex for i in spec.kept):
+        notes.append("complex output(s) checked as real and imaginary parts, as gradcheck "
+                     "does")
+    result.notes.extend(n for n in notes if n)
+    result.extra["excluded_outputs"] = [{"output": i, "reason": why}
+                                        for i, why in spec.excluded]
+    result.extra["excluded_elements"] = [name for name, _ in inputs.excluded()]
 
 
 def check_module(
@@ -265,7 +416,7 @@ def check_module(
     if not named:
         raise ValueError("the module has no parameter with requires_grad=True: nothing "
                          "to check")
-    views = {n: _numpy_view(p, f"parameter {n!r}") for n, p in named}
+    views = {n: input_view(p, f"parameter {n!r}") for n, p in named}
     tensors = [p for _, p in named]
 
     def scalar(value: Any) -> Any:
@@ -287,8 +438,7 @@ def check_module(
         with torch.enable_grad():
             value = scalar(loss_fn(module(*inputs)))
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {n: (_zeros_like(views[n]) if g is None else g.detach().cpu().numpy())
-                for (n, _), g in zip(named, grads, strict=True)}
+        return {n: grad_array(g, views[n]) for (n, _), g in zip(named, grads, strict=True)}
 
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
