@@ -33,19 +33,66 @@ fastcheck.torch (import it explicitly; needs PyTorch) checks custom
 torch.autograd.Functions and nn.Module parameters.
 """
 
-from fastcheck._check import check_grad
-from fastcheck._include import get_include
-from fastcheck._kernel import ComplexStepError
-from fastcheck._lowlevel import CLoss, LossError
-from fastcheck._numerical import numerical_grad
-from fastcheck._points import MultiPointResult
-from fastcheck._progress import LongCheckWarning
-from fastcheck._replay import ReplayError, replay
-from fastcheck._result import Component, GradCheckResult, ParameterReport
-from fastcheck._sweep import EpsSweep, eps_sweep
-from fastcheck._version import __version__
-from fastcheck._vjp import check_hvp, check_jvp, check_vjp
+# The public names are resolved on first use (PEP 562), so that importing a
+# submodule -- the pytest plugin, which pytest loads in every test run of every
+# project that has fastcheck installed -- does not load numpy, scipy and the
+# compiled kernel.  Type checkers read the imports below.
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fastcheck._version import __version__
+
+_WHERE = {
+    "check_grad": "_check",
+    "get_include": "_include",
+    "ComplexStepError": "_kernel",
+    "CLoss": "_lowlevel",
+    "LossError": "_lowlevel",
+    "numerical_grad": "_numerical",
+    "MultiPointResult": "_points",
+    "LongCheckWarning": "_progress",
+    "ReplayError": "_replay",
+    "replay": "_replay",
+    "Component": "_result",
+    "GradCheckResult": "_result",
+    "ParameterReport": "_result",
+    "EpsSweep": "_sweep",
+    "eps_sweep": "_sweep",
+    "check_hvp": "_vjp",
+    "check_jvp": "_vjp",
+    "check_vjp": "_vjp",
+}
+
+if TYPE_CHECKING:
+    from fastcheck._check import check_grad
+    from fastcheck._include import get_include
+    from fastcheck._kernel import ComplexStepError
+    from fastcheck._lowlevel import CLoss, LossError
+    from fastcheck._numerical import numerical_grad
+    from fastcheck._points import MultiPointResult
+    from fastcheck._progress import LongCheckWarning
+    from fastcheck._replay import ReplayError, replay
+    from fastcheck._result import Component, GradCheckResult, ParameterReport
+    from fastcheck._sweep import EpsSweep, eps_sweep
+    from fastcheck._vjp import check_hvp, check_jvp, check_vjp
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastcheck' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fastcheck.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+# Kept literal for linters and IDEs; tests/test_api.py checks it against _WHERE.
 __all__ = [
     "CLoss",
     "ComplexStepError",

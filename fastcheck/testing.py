@@ -3,7 +3,7 @@ the points to check it at.
 
 Hypothesis is optional: only :func:`parameter_points` needs it, and imports it
 when called, so importing this module never does.  The pytest plugin (the
-``gradcheck`` fixture) lives in the top-level module ``pytest_fastcheck``.
+``gradcheck`` fixture) lives in ``fastcheck.pytest_plugin``.
 """
 
 from __future__ import annotations

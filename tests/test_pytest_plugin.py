@@ -1,4 +1,4 @@
-"""The pytest plugin (pytest_fastcheck), run through pytest's own pytester."""
+"""The pytest plugin (fastcheck.pytest_plugin), run through pytest's own pytester."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ pytest_plugins = ["pytester"]
 def _installed() -> bool:
     """Whether the plugin comes from the installed entry point (then -p would load
     it a second time under another name)."""
-    return any(ep.value == "pytest_fastcheck"
+    return any(ep.value == "fastcheck.pytest_plugin"
                for ep in importlib.metadata.entry_points(group="pytest11"))
 
 
 # Other plugins of this environment are left out of the inner runs: pytest-benchmark
 # alone takes ~1 s to start (blocking an absent plugin's name is harmless).
-PLUGIN = ([] if _installed() else ["-p", "pytest_fastcheck"]) + [
+PLUGIN = ([] if _installed() else ["-p", "fastcheck.pytest_plugin"]) + [
     "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest"]
 
 LOSSES = '''
@@ -186,12 +186,14 @@ def test_bad(gradcheck):
     result.assert_outcomes(passed=1)
 
 
-def test_a_suite_that_does_not_use_it_does_not_import_fastcheck(pytester):
+def test_a_suite_that_does_not_use_it_loads_neither_numpy_nor_the_kernel(pytester):
+    # fastcheck/__init__ resolves its names lazily: the plugin costs only pytest's imports.
     pytester.makepyfile(test_plain='''
 import sys
 
 def test_plain():
-    assert not [m for m in sys.modules if m == "fastcheck" or m.startswith("fastcheck.")]
+    assert "fastcheck.pytest_plugin" in sys.modules
+    assert not [m for m in ("numpy", "scipy", "fastcheck._kernel") if m in sys.modules]
 ''')
     result = pytester.runpytest_subprocess(*PLUGIN, "-W", "error")
     result.assert_outcomes(passed=1)

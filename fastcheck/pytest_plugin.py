@@ -23,11 +23,9 @@ With ``-v`` each check adds one line under its test; with ``--junitxml`` the
 verdict, the worst components and the replay file are properties of the test
 case.
 
-This module sits beside the fastcheck package, not in it: importing
-``fastcheck.anything`` runs ``fastcheck/__init__``, which loads numpy, scipy and
-the compiled kernel (~0.1 s).  Here only pytest and the standard library are
-imported at start-up, so suites that do not use the fixture pay nothing;
-fastcheck is imported by the first check.
+Loading this module imports only pytest and the standard library (the package's
+``__init__`` resolves its public names lazily), so suites that do not use the
+fixture pay nothing; numpy, scipy and the kernel are imported by the first check.
 """
 
 from __future__ import annotations
