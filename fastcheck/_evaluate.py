@@ -408,7 +408,12 @@ class WithBeforeEval:
         self.before_eval = before_eval
 
     def __call__(self, params: Any) -> Any:
-        self.before_eval()
+        try:
+            self.before_eval()
+        except BaseException as exc:
+            if hasattr(exc, "add_note") and not isinstance(exc, KeyboardInterrupt):
+                exc.add_note("raised by before_eval()")
+            raise
         return self.loss(params)
 
 
@@ -418,7 +423,10 @@ def check_eps(eps: Any) -> float | None:
         return None
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
         raise TypeError(f"eps must be a positive number or None, got {type(eps).__name__}")
-    value = float(eps)
+    try:
+        value = float(eps)
+    except OverflowError:  # an int beyond the float range, e.g. 2**1100
+        value = math.inf
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     return value
@@ -437,7 +445,16 @@ def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -
         if array.size == 0:
             continue
         values = array.ravel()
-        vanished = (values + array.dtype.type(eps)) - values == 0
+        with np.errstate(over="ignore"):
+            vanished = (values + array.dtype.type(eps)) - values == 0
+        too_wide = eps > np.maximum(1.0, np.abs(values))
+        if too_wide.any():
+            where = int(np.flatnonzero(too_wide)[0])
+            component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)
+            raise ValueError(
+                f"eps={eps:g} is wider than parameter {name!r} at {component} (value "
+                f"{values[where]!r}): a step larger than max(1, |x|) does not approximate a "
+                "derivative. Use a smaller eps, or the default (eps=None)")
         if vanished.any():
             where = int(np.flatnonzero(vanished)[0])
             component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)

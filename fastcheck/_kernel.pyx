@@ -280,6 +280,27 @@ cdef dict _new_outputs(unsigned evals, Py_ssize_t count, fc_result *res, double 
 
 
 
+cdef int _raise_for_status(int status, const char *problem, int threads, Py_ssize_t size,
+                           str dtype) except -1:
+    """The exception for a kernel status that is neither success nor a failing
+    callback (theta is restored on every one of them)."""
+    if status == FC_ERR_INVALID:
+        reason = problem.decode() if problem != NULL else "invalid arguments"
+        raise ValueError(f"fastcheck kernel refused the call: {reason}")
+    if status == FC_ERR_NOMEM:
+        raise MemoryError(
+            f"threads={threads}: out of memory for the private copies of theta (each "
+            f"thread copies all {size} elements, {size * (8 if dtype == 'float64' else 4)}"
+            " bytes); theta was left as it was. Use fewer threads, or threads=1 (no copy)"
+            if threads > 1 else "fastcheck kernel: out of memory (theta was left as it was)")
+    if status == FC_ERR_MODIFIED:
+        raise ValueError(
+            f"the C loss modified theta when called (threads={threads}: it wrote into a "
+            "thread's private copy, so the values after the write are meaningless); a "
+            "loss must only read theta. The caller's theta is unchanged")
+    return 0
+
+
 def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned evals,
              double eps, bint relative, eps_each=None, indices=None,
              Py_ssize_t hook_every=0, progress=None, bint imag=False, int threads=1):
@@ -327,6 +348,7 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     cdef void *table = NULL
     cdef double center = 0.0
     cdef int status
+    cdef const char *problem = NULL
 
     if threads != 1:
         raise ValueError(
@@ -363,6 +385,9 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
         try:
             status = fc_evaluate_f64(<fc_block_f64 *>table, nblocks, _python_loss_f64,
                                      <void *>ctx, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f64(<fc_block_f64 *>table, nblocks, _python_loss_f64,
+                                          &opt, &res)
         finally:
             free(table)
     else:
@@ -376,12 +401,16 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
         try:
             status = fc_evaluate_f32(<fc_block_f32 *>table, nblocks, _python_loss_f32,
                                      <void *>ctx, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f32(<fc_block_f32 *>table, nblocks, _python_loss_f32,
+                                          &opt, &res)
         finally:
             free(table)
 
     if ctx.error is not None:
         error, ctx.error = ctx.error, None
         raise error
+    _raise_for_status(status, problem, threads, total, dtype)
     if status != FC_OK:
         raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
                            f"(status {status})")
@@ -600,6 +629,7 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     cdef double center = 0.0
     cdef Py_ssize_t count
     cdef int status
+    cdef const char *problem = NULL
 
     if kind != C_STATUS and kind != C_VALUE:
         raise ValueError(f"unknown C loss kind {kind}")
@@ -638,6 +668,8 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
         loss64 = _c_status_f64 if kind == C_STATUS else _c_value_f64
         with nogil:
             status = fc_evaluate_f64(&block64, 1, loss64, <void *>&call, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f64(&block64, 1, loss64, &opt, &res)
     else:
         block32.data = <float *>address
         block32.size = size
@@ -645,11 +677,14 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
         loss32 = _c_status_f32 if kind == C_STATUS else _c_value_f32
         with nogil:
             status = fc_evaluate_f32(&block32, 1, loss32, <void *>&call, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f32(&block32, 1, loss32, &opt, &res)
 
     _raise_pending()
     if owner.error is not None:
         error, owner.error = owner.error, None
         raise error
+    _raise_for_status(status, problem, threads, size, dtype)
     if status != FC_OK and status != FC_ERR_CALLBACK:
         raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
                            f"(status {status})")
@@ -712,6 +747,19 @@ cdef extern from *:
     """
     #define FASTCHECK_CAPI_PROVIDER 1
     #include "fastcheck_capi.h"
+    /* The ready Ctrl-C hook of the C API (fastcheck_capi.h, note 7). */
+    static int fc_py_check_signals(fc_index done, fc_index total, void *ctx)
+    {
+        PyGILState_STATE gil;
+        int stop;
+        (void)done;
+        (void)total;
+        (void)ctx;
+        gil = PyGILState_Ensure();
+        stop = PyErr_Occurred() != NULL || PyErr_CheckSignals() != 0;
+        PyGILState_Release(gil);
+        return stop;
+    }
     static fastcheck_capi fc_capi_table = {
         FASTCHECK_CAPI_VERSION,
         sizeof(fastcheck_capi),
@@ -721,7 +769,11 @@ cdef extern from *:
         fc_status_message,
         fc_threads_available,
         fc_total_size_f64,
-        fc_total_size_f32
+        fc_total_size_f32,
+        fc_result_init,
+        fc_validate_f64,
+        fc_validate_f32,
+        fc_py_check_signals
     };
     """
     void *_capi_table_address "((void *)&fc_capi_table)"

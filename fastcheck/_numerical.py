@@ -14,7 +14,7 @@ from fastcheck._evaluate import (
     run_kernel,
 )
 from fastcheck._executor import check_executor
-from fastcheck._params import as_layout
+from fastcheck._params import ParamLayout, as_layout
 
 __all__ = ["numerical_grad"]
 
@@ -112,5 +112,34 @@ def numerical_grad(
     check_executor(executor, loss, threads)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
-    raw = run_kernel(loss, layout, method, eps=eps, threads=threads, executor=executor)
+    raw = run_guarded(layout, lambda: run_kernel(loss, layout, method, eps=eps,
+                                                 threads=threads, executor=executor))
     return layout.unflatten(raw.derivative())
+
+
+def run_guarded(layout: ParamLayout, run: Callable[[], Any]) -> Any:
+    """``run()``, with the parameters bitwise as before on every exit.
+
+    The kernel restores each component it perturbs; a loss that writes into the
+    parameters itself (or rebinds an entry of their dict) would leave them changed
+    and every later difference meaningless.  One O(n) snapshot finds and undoes it.
+
+    Raises
+    ------
+    ValueError
+        When the loss changed the parameters (named), after restoring them.
+    """
+    snapshot = layout.snapshot()
+    try:
+        value = run()
+    except BaseException:
+        if layout.changed_since(snapshot):
+            layout.restore(snapshot)
+        raise
+    changed = layout.changed_since(snapshot)
+    if changed:
+        layout.restore(snapshot)
+        raise ValueError(
+            f"the loss modified the parameters {changed} when called; a loss must only "
+            "read them (they were restored). The numerical gradient would be meaningless")
+    return value

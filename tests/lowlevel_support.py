@@ -137,6 +137,7 @@ class Losses:
             "weighted_f64": (ctypes.c_int, [dp, n, dp, vp]),
             "failing_f64": (ctypes.c_int, [dp, n, dp, vp]),
             "slow_f64": (ctypes.c_int, [dp, n, dp, vp]),
+            "writing_f64": (ctypes.c_int, [dp, n, dp, vp]),
         }
         for name, (restype, argtypes) in typed.items():
             function = getattr(lib, name)

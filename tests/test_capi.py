@@ -107,7 +107,7 @@ def test_c_consumer_nested_check(consumer):
 # ---------------------------------------------------- version and capsule checks
 class _Table(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint), ("size", ctypes.c_size_t),
-                ("entries", ctypes.c_void_p * 7)]
+                ("entries", ctypes.c_void_p * 11)]
 
 
 def _fake_capsule(version: int, size: int, name: bytes = b"fastcheck._kernel._C_API"):
@@ -131,10 +131,11 @@ def _reimport_with(consumer, monkeypatch, capsule):
 
 @requires_cc
 def test_major_version_mismatch(consumer, monkeypatch):
-    capsule, _keep = _fake_capsule(2 << 16, ctypes.sizeof(_Table))
+    major, minor = _kernel.CAPI_VERSION
+    capsule, _keep = _fake_capsule((major + 1) << 16, ctypes.sizeof(_Table))
     with pytest.raises(ImportError, match=r"version mismatch: this extension was compiled "
-                       r"against C API 1\.0, but the installed fastcheck provides 2\.0.*"
-                       r"Rebuild"):
+                       rf"against C API {major}\.{minor}, but the installed fastcheck "
+                       rf"provides {major + 1}\.0.*Rebuild"):
         _reimport_with(consumer, monkeypatch, capsule)
     # the failed re-import left the module working with the real table
     out = np.empty(4)
@@ -144,7 +145,8 @@ def test_major_version_mismatch(consumer, monkeypatch):
 
 @requires_cc
 def test_table_too_small(consumer, monkeypatch):
-    capsule, _keep = _fake_capsule(1 << 16, 16)
+    major, minor = _kernel.CAPI_VERSION
+    capsule, _keep = _fake_capsule(major << 16 | minor, 16)
     with pytest.raises(ImportError, match=r"table is too small \(16 bytes"):
         _reimport_with(consumer, monkeypatch, capsule)
 
@@ -156,7 +158,8 @@ def test_capsule_missing_or_misnamed(consumer, monkeypatch):
                        r"fastcheck\._kernel\._C_API.*_C_API"):
         consumer.reimport()
     monkeypatch.undo()
-    capsule, _keep = _fake_capsule(1 << 16, ctypes.sizeof(_Table), name=b"other._C_API")
+    capsule, _keep = _fake_capsule(_kernel.CAPI_VERSION[0] << 16 | _kernel.CAPI_VERSION[1],
+                                   ctypes.sizeof(_Table), name=b"other._C_API")
     with pytest.raises(ImportError, match="cannot import the capsule"):
         _reimport_with(consumer, monkeypatch, capsule)
     consumer.reimport()  # the real capsule is back
