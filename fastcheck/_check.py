@@ -35,6 +35,7 @@ from fastcheck._evaluate import (
     RawEvaluations,
     WithBeforeEval,
     check_eps,
+    check_flag,
     check_loss,
     check_method,
     check_step_resolution,
@@ -507,6 +508,7 @@ def check_grad(
     threads = check_threads(threads)
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
+    refine = check_flag(refine, "refine")
     progress = check_progress(progress)
     warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):

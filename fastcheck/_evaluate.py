@@ -488,6 +488,14 @@ def check_loss(loss: Any) -> Callable[[Any], Any]:
     return loss
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """Validate a True / False argument such as `refine`: a string like "no" is
+    truthy, so anything but a bool would be silently taken as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_threads(threads: Any) -> int:
     """Validate a user's threads: an int >= 1."""
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):

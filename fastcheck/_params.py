@@ -73,15 +73,21 @@ def _memory_runs(array: np.ndarray, name: str) -> np.ndarray:
         else:
             merged.insert(0, [n, s])
     run_length, run_stride = merged[-1]
+    # More elements than addresses they span (pigeonhole): an overlapping view,
+    # known without listing its addresses, which could need more memory than exists.
+    overlap = array.size > sum((n - 1) * abs(s) for n, s in axes) + 1
     starts = np.zeros(1, dtype=np.intp)
-    for n, s in merged[:-1]:
+    for n, s in merged[:-1] if not overlap else ():
         starts = (starts[:, None] + np.arange(n, dtype=np.intp)[None, :] * s).ravel()
-    if len(merged) > 1 or abs(run_stride) != 1:
+    if overlap or len(merged) > 1 or abs(run_stride) != 1:
         # A view made with as_strided can map two indices to one element; then
         # perturbing one moves the other.  Contiguous runs cannot, so only
         # non-contiguous layouts pay for this O(n log n) look at every address.
-        addresses = (starts[:, None] + np.arange(run_length, dtype=np.intp) * run_stride).ravel()
-        if np.unique(addresses).size != addresses.size:
+        if not overlap:
+            addresses = (starts[:, None]
+                         + np.arange(run_length, dtype=np.intp) * run_stride).ravel()
+            overlap = np.unique(addresses).size != addresses.size
+        if overlap:
             raise ValueError(
                 f"parameter {name!r} has elements that share memory (an as_strided view "
                 "whose strides overlap); perturbing one would move the others. Pass a real "

@@ -97,6 +97,21 @@ def _numpy_view(t: Any, name: str) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _refuse_shared_storage(views: dict[str, np.ndarray], what: str) -> None:
+    """Tied weights, or one tensor passed twice, share storage: perturbing one
+    would move the other.  Said in torch's terms, before any evaluation."""
+    names = list(views)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.may_share_memory(views[a], views[b]) and np.shares_memory(
+                    views[a], views[b], max_work=10**6):
+                raise ValueError(
+                    f"{what} {a!r} and {b!r} share storage (tied weights, or the same "
+                    "tensor passed twice): perturbing one would move the other, so their "
+                    "gradients cannot be checked apart. Check with the weights untied "
+                    "(a .clone() of one, as a separate Parameter), or pass the tensor once")
+
+
 def _outputs(value: Any) -> list:
     """The floating-point tensors a function returned, in order."""
     items = list(value) if isinstance(value, (tuple, list)) else [value]
@@ -204,6 +219,7 @@ def check_function(
     names = [f"arg{i}" for i in checked]
     views = {name: _numpy_view(args[i], f"argument {i}") for name, i in
              zip(names, checked, strict=True)}
+    _refuse_shared_storage(views, "arguments")
     forward = _Forward(fn, args)
     with torch.no_grad():
         size = sum(o.numel() for o in _outputs(fn(*args)))
@@ -266,6 +282,7 @@ def check_module(
         raise ValueError("the module has no parameter with requires_grad=True: nothing "
                          "to check")
     views = {n: _numpy_view(p, f"parameter {n!r}") for n, p in named}
+    _refuse_shared_storage(views, "parameters")
     tensors = [p for _, p in named]
 
     def scalar(value: Any) -> Any:

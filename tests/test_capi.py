@@ -11,7 +11,12 @@ from __future__ import annotations
 import ctypes
 import filecmp
 import os
+import signal
 import subprocess
+import sys
+import sysconfig
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +207,80 @@ def test_plain_c_example_gets_the_python_gradient(tmp_path):
     theta = table[:, 1].copy()
     np.testing.assert_array_equal(theta, sample_theta(40))
     np.testing.assert_array_equal(table[:, 2], fastcheck.numerical_grad(quad_py, theta))
+
+
+# ------------------------------------------- validation, Ctrl-C, warning-free
+@requires_cc
+@pytest.mark.parametrize("eps", [0.0, -1e-6, 1e300, float("inf"), float("nan")])
+def test_c_api_refuses_bad_eps_with_a_message(consumer, eps):
+    status, message = consumer.check_eps(eps)
+    assert status == 3  # FC_ERR_INVALID
+    assert message is not None and "eps" in message
+
+
+@requires_cc
+def test_c_api_accepts_a_good_eps(consumer):
+    assert consumer.check_eps(1e-6) == (0, None)
+
+
+def _interrupt_after(delay: float) -> dict:
+    """SIGINT to this process after `delay` seconds, from a timer thread; the
+    time it was sent goes into the returned dict."""
+    sent: dict = {}
+
+    def fire() -> None:
+        sent["at"] = time.monotonic()
+        signal.raise_signal(signal.SIGINT)
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()
+    sent["timer"] = timer
+    return sent
+
+
+@requires_cc
+@pytest.mark.skipif(not hasattr(signal, "raise_signal") or sys.platform == "win32",
+                    reason="needs POSIX signals")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("which", ["c", "cython"])
+def test_c_api_consumer_is_interrupted_by_sigint(tmp_path_factory, which, threads):
+    module = c_consumer(tmp_path_factory) if which == "c" else cy_consumer(tmp_path_factory)
+    theta = sample_theta(200)
+    before = theta.copy()
+    sent = _interrupt_after(0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            module.slow_grad(theta, 0.005, threads)  # ~2 s without the interrupt
+        latency = time.monotonic() - sent["at"]
+    finally:
+        sent["timer"].cancel()
+    assert time.monotonic() - started < 1.5
+    assert latency < 0.1, f"KeyboardInterrupt {latency * 1e3:.0f} ms after SIGINT"
+    assert theta.tobytes() == before.tobytes()
+
+
+@requires_cc
+def test_c_api_consumer_runs_to_the_end_without_sigint(consumer):
+    theta = sample_theta(6)
+    grad = np.array(consumer.slow_grad(theta, 0.0005, 2))
+    np.testing.assert_allclose(grad, fastcheck.numerical_grad(quad_py, theta), rtol=1e-6)
+
+
+@requires_cc
+@pytest.mark.parametrize("target_minor", [None, 0])
+def test_header_included_for_its_types_only_is_warning_free(tmp_path, target_minor):
+    """-Wunused-function (static import_fastcheck) and -Wtype-limits (unsigned < 0
+    when targeting minor 0) used to break -Werror builds."""
+    source = tmp_path / "types_only.c"
+    source.write_text('#include "fastcheck_capi.h"\n'
+                      "fc_index total(const fc_block_f64 *b) { return b->size; }\n")
+    macro = [] if target_minor is None else [f"-DFASTCHECK_CAPI_TARGET_MINOR={target_minor}"]
+    for body in ("", "int init(void) { return import_fastcheck(); }\n"):
+        source.write_text(source.read_text() + body)
+        done = subprocess.run(
+            [CC, "-std=c99", "-Wall", "-Wextra", "-Werror", *macro, "-c", str(source),
+             "-o", str(tmp_path / "types_only.o"), f"-I{fastcheck.get_include()}",
+             f"-I{sysconfig.get_paths()['include']}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

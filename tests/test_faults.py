@@ -218,3 +218,94 @@ def test_eps_out_of_range_names_eps(eps):
         fastcheck.check_grad(lambda t: float(t @ t), 2 * theta, theta, eps=eps)
     with pytest.raises(ValueError, match=r"eps"):
         fastcheck.numerical_grad(lambda t: float(t @ t), theta, eps=eps)
+
+
+def test_refine_must_be_a_bool():
+    theta = np.array([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"refine must be True or False, got 'no'"):
+        fastcheck.check_grad(lambda t: float(t @ t), 2 * theta, theta, refine="no")
+
+
+def test_directional_estimate_is_what_it_plans_not_the_budget():
+    import warnings
+
+    theta = np.linspace(-1, 1, 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "about 2.5e+07 days"
+        result = fastcheck.check_grad(lambda t: float(t @ t), 2 * theta, theta,
+                                      mode="directional", max_evals=10**18, seed=0)
+    assert result.passed and result.evaluations < 100
+
+
+def test_overlapping_view_too_large_to_enumerate_gets_the_overlap_message():
+    base = np.zeros(10)
+    view = np.lib.stride_tricks.as_strided(base, shape=(10**5, 10**5), strides=(8, 8))
+    with pytest.raises(ValueError, match="share memory"):
+        fastcheck.numerical_grad(lambda t: 0.0, view)
+
+
+def test_torch_tied_weights_and_repeated_tensor_get_torch_wording():
+    torch = pytest.importorskip("torch")
+    from fastcheck import torch as fct
+
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"share storage \(tied weights, or the same tensor "
+                                         r"passed twice\)") as info:
+        fct.check_function(lambda a, b: (a * b).sum(), x, x)
+    assert "np.array" not in str(info.value)
+    encoder = torch.nn.Linear(3, 3, bias=False).double()
+    model = torch.nn.Sequential(encoder, torch.nn.Linear(3, 3, bias=False).double())
+    model[1].weight = torch.nn.Parameter(encoder.weight.data)  # tied through storage
+    with pytest.raises(ValueError, match="share storage"):
+        fct.check_module(model, torch.randn(2, 3, dtype=torch.float64),
+                         lambda out: (out ** 2).sum())
+
+
+# ------------------------------------------------------- 7. the C-loss boundary
+_STATUS_F64 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_double), ctypes.c_ssize_t,
+                               ctypes.POINTER(ctypes.c_double), ctypes.c_void_p)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ctypes_python_callback_that_raises_keeps_its_exception(threads):
+    calls = []
+
+    def callback(theta, n, out, user_data):
+        calls.append(1)
+        if len(calls) == 4:
+            raise ZeroDivisionError("inside the callback")
+        out[0] = sum(theta[i] ** 2 for i in range(n))
+        return 0
+
+    function = _STATUS_F64(callback)
+    theta = np.array([0.5, -1.5, 2.0])
+    with pytest.raises(ZeroDivisionError, match="inside the callback") as info:
+        fastcheck.numerical_grad(fastcheck.CLoss(function, thread_safe=True), theta,
+                                 threads=threads)
+    assert theta.tolist() == [0.5, -1.5, 2.0]
+    if sys.version_info >= (3, 11):
+        assert any("ctypes callback" in note for note in info.value.__notes__)
+
+
+def test_user_data_byref_suggests_pointer(lib):
+    class Scale(ctypes.Structure):
+        _fields_ = [("factor", ctypes.c_double)]
+
+    scale = Scale(2.0)
+    with pytest.raises(TypeError, match=r"ctypes\.pointer\(obj\)"):
+        fastcheck.CLoss(lib.quad_status_f64, ctypes.byref(scale))
+    fastcheck.CLoss(lib.quad_status_f64, ctypes.pointer(scale))  # accepted
+
+
+def test_capsule_without_name_asks_for_signature(lib):
+    new = ctypes.pythonapi["PyCapsule_New"]
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    address = ctypes.cast(lib.quad_status_f64, ctypes.c_void_p).value
+    capsule = new(address, None, None)
+    with pytest.raises(TypeError, match=r"pass signature=, e\.g\. fastcheck\.CLoss\(capsule"):
+        fastcheck.CLoss(capsule)
+    loss = fastcheck.CLoss(capsule, signature="int (double *, npy_intp, double *, void *)")
+    theta = sample_theta(5)
+    np.testing.assert_allclose(fastcheck.numerical_grad(loss, theta), quad_grad(theta),
+                               rtol=1e-7, atol=1e-7)
