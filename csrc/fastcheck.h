@@ -47,8 +47,9 @@ enum fc_status {
     FC_ERR_INVALID = 3,    /* invalid arguments (NULL pointer, index out of range, ...) */
     FC_ERR_NOMEM = 4,      /* an allocation failed */
     FC_ERR_THREADS = 5,    /* threads could not be started, or are not available */
-    FC_ERR_MODIFIED = 6    /* the loss wrote into theta (seen in the threaded path,
-                            * where each thread compares its copy at the end) */
+    FC_ERR_MODIFIED = 6    /* the loss wrote into theta: into the component being
+                            * perturbed (failed_at says which), or, in the threaded
+                            * path, anywhere in a thread's copy (failed_at -1) */
 };
 
 /* Which evaluations to make: OR these together in fc_options.evals. */

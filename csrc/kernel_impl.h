@@ -126,15 +126,19 @@ static int FC_NAME(evaluate_at)(FC_REAL *slot, FC_REAL saved, FC_REAL value,
                                 FC_LOSS loss, void *ctx, double *out,
                                 fc_result *res)
 {
-    int status;
+    int status, written;
     *slot = value;
     status = loss(blocks, nblocks, out, ctx);
+    /* A loss that writes into the component in hand would have the write undone
+     * by the restore below, unseen: compare first (O(1); other components are
+     * compared by the caller, or by each thread at its end). */
+    written = memcmp(slot, &value, sizeof value) != 0;
     *slot = saved; /* note 2: restore by assignment, whatever happened */
     if (status != 0) {
         res->callback_status = status;
         return FC_ERR_CALLBACK;
     }
-    return FC_OK;
+    return written ? FC_ERR_MODIFIED : FC_OK;
 }
 
 /* The element at flat index `flat`.  `offsets` (nblocks + 1 entries, or NULL for

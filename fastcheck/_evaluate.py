@@ -307,29 +307,12 @@ def run_kernel(
             def report(done: int, total: int, _offset: int = offset) -> None:
                 progress(_offset + done, count)
 
-        if c_loss is not None:  # one flat array: a single group and block
-            raw = c_loss.run(
-                layout, evals, float(group_eps), bool(relative), eps_each=group_eps_each,
-                indices=local, progress=report, threads=threads)
-        else:
-            try:
-                raw = _kernel.evaluate(
-                    loss, call_params, group.blocks, group.dtype.name,
-                    evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
-                    eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
-                    progress=report, imag=imag, threads=threads)
-            except ComplexStepError:
-                raise  # the loss returned a real value: the message already says so
-            except _REJECTS_COMPLEX as exc:
-                if not imag:
-                    raise
-                # The loss failed on complex input (a ufunc without complex loops,
-                # math.exp, float() under warnings-as-errors, ...): say which method
-                # needs it, keep the original.  Other exceptions come through as raised.
-                raise ComplexStepError(
-                    "method='complex' needs a loss that accepts complex parameters: "
-                    f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
-                    "'richardson') for this loss") from exc
+        try:
+            raw = _run_group(loss, c_loss, call_params, group, g, layout, evals,
+                             float(group_eps), bool(relative), group_eps_each, local, report,
+                             imag, threads)
+        except _kernel.LossWroteError as exc:
+            raise _named_write(exc, layout, local, group, loss) from None
         calls += raw["calls"]
         if raw["center"] is not None:
             center = raw["center"]
@@ -343,6 +326,53 @@ def run_kernel(
         center=center, plus=out["plus"], minus=out["minus"], plus2=out["plus2"],
         minus2=out["minus2"], step=step, calls=calls,
         seconds=time.perf_counter() - started)
+
+
+def _named_write(exc: Any, layout: ParamLayout, local: np.ndarray | None, group: Any,
+                 loss: Any) -> ValueError:
+    """The kernel saw the loss write into the parameters: name the component."""
+    culprit = "the loss (or before_eval)" if isinstance(loss, WithBeforeEval) else "the loss"
+    where = ""
+    if exc.position >= 0:
+        local_flat = int(local[exc.position]) if local is not None else int(exc.position)
+        # back from the group's flat index to the layout's
+        p = next(i for i in group.members
+                 if group.local_offsets[i] <= local_flat < group.local_offsets[i]
+                 + layout.arrays[i].size)
+        flat = int(layout.offsets[p]) + local_flat - int(group.local_offsets[p])
+        where = f" (it wrote into {layout.name_of(flat)} while that component was perturbed)"
+    else:
+        where = " (in a thread's private copy of theta)"
+    return ValueError(f"{culprit} modified the parameters when called{where}; a loss must "
+                      "only read them (they were restored). No verdict on the gradient")
+
+
+def _run_group(loss: Any, c_loss: Any, call_params: Any, group: Any, g: int,
+               layout: ParamLayout, evals: int, eps: float, relative: bool,
+               eps_each: np.ndarray | None, local: np.ndarray | None, report: Any,
+               imag: bool, threads: int) -> dict:
+    """One kernel run over the parameters of one dtype (see :func:`run_kernel`)."""
+    if c_loss is not None:  # one flat array: a single group and block
+        return c_loss.run(layout, evals, eps, relative, eps_each=eps_each, indices=local,
+                          progress=report, threads=threads)
+    try:
+        return _kernel.evaluate(
+            loss, call_params, group.blocks, group.dtype.name,
+            evals if g == 0 else evals & ~_C, eps, relative, eps_each=eps_each,
+            indices=local, hook_every=HOOK_EVERY, progress=report, imag=imag,
+            threads=threads)
+    except ComplexStepError:
+        raise  # the loss returned a real value: the message already says so
+    except _REJECTS_COMPLEX as exc:
+        if not imag:
+            raise
+        # The loss failed on complex input (a ufunc without complex loops, math.exp,
+        # float() under warnings-as-errors, ...): say which method needs it, keep the
+        # original.  Other exceptions come through as raised.
+        raise ComplexStepError(
+            "method='complex' needs a loss that accepts complex parameters: "
+            f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
+            "'richardson') for this loss") from exc
 
 
 def _run_richardson(

@@ -88,7 +88,7 @@ from fastcheck._ckernel cimport *
 
 __all__ = ["evaluate", "evaluate_c", "call_c", "threads_available", "EVAL_CENTER",
            "EVAL_PLUS", "EVAL_MINUS", "EVAL_PLUS2", "EVAL_MINUS2", "KERNEL_VERSION",
-           "C_STATUS", "C_VALUE", "CAPI_VERSION"]
+           "C_STATUS", "C_VALUE", "CAPI_VERSION", "LossWroteError"]
 
 EVAL_CENTER = FC_EVAL_CENTER
 EVAL_PLUS = FC_EVAL_PLUS
@@ -280,8 +280,23 @@ cdef dict _new_outputs(unsigned evals, Py_ssize_t count, fc_result *res, double 
 
 
 
+class LossWroteError(ValueError):
+    """The loss wrote into the parameters while the kernel ran (FC_ERR_MODIFIED).
+
+    Attributes
+    ----------
+    position : int
+        Request position of the component being perturbed when the write was
+        seen, or -1 when a thread found its copy of theta changed at its end.
+    """
+
+    def __init__(self, message, position):
+        super().__init__(message)
+        self.position = position
+
+
 cdef int _raise_for_status(int status, const char *problem, int threads, Py_ssize_t size,
-                           str dtype) except -1:
+                           str dtype, Py_ssize_t failed_at) except -1:
     """The exception for a kernel status that is neither success nor a failing
     callback (theta is restored on every one of them)."""
     if status == FC_ERR_INVALID:
@@ -294,10 +309,13 @@ cdef int _raise_for_status(int status, const char *problem, int threads, Py_ssiz
             " bytes); theta was left as it was. Use fewer threads, or threads=1 (no copy)"
             if threads > 1 else "fastcheck kernel: out of memory (theta was left as it was)")
     if status == FC_ERR_MODIFIED:
-        raise ValueError(
-            f"the C loss modified theta when called (threads={threads}: it wrote into a "
-            "thread's private copy, so the values after the write are meaningless); a "
-            "loss must only read theta. The caller's theta is unchanged")
+        where = (f"into the component being perturbed (request position {failed_at})"
+                 if failed_at >= 0 else
+                 f"into a thread's private copy of theta (threads={threads})")
+        raise LossWroteError(
+            f"the loss modified the parameters when called: it wrote {where}, so the "
+            "values after the write are meaningless; a loss must only read them (they "
+            "were restored)", failed_at)
     return 0
 
 
@@ -410,7 +428,7 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     if ctx.error is not None:
         error, ctx.error = ctx.error, None
         raise error
-    _raise_for_status(status, problem, threads, total, dtype)
+    _raise_for_status(status, problem, threads, total, dtype, res.failed_at)
     if status != FC_OK:
         raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
                            f"(status {status})")
@@ -684,7 +702,7 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     if owner.error is not None:
         error, owner.error = owner.error, None
         raise error
-    _raise_for_status(status, problem, threads, size, dtype)
+    _raise_for_status(status, problem, threads, size, dtype, res.failed_at)
     if status != FC_OK and status != FC_ERR_CALLBACK:
         raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
                            f"(status {status})")

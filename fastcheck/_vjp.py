@@ -110,9 +110,9 @@ def _call_unchanged(fn: Callable, args: tuple, layout: ParamLayout, what: str,
                     before_eval: Callable[[], Any] | None = None) -> Any:
     """Call fn(*args) at the unperturbed parameters (after before_eval, so that a
     seeded dropout mask is the same as in the evaluations); it must not change them."""
+    if before_eval is not None:  # named, should it write into the parameters
+        layout.call_unchanged(before_eval, "before_eval()")
     snapshot = layout.snapshot()
-    if before_eval is not None:
-        before_eval()
     try:
         value = fn(*args)
     except Exception as exc:
@@ -170,7 +170,8 @@ class _Projected:
 
     def __call__(self, params: Any) -> Any:
         y = _as_output(self.f(params), "f(params)", self.shape)
-        value = float(np.dot(self.u, y.ravel().astype(np.float64))) + self.offset
+        with np.errstate(invalid="ignore", over="ignore"):  # f's own NaN / inf
+            value = float(np.dot(self.u, y.ravel().astype(np.float64))) + self.offset
         # A float32 layer has float32 resolution: say so to check_grad (its tiers).
         return self.dtype.type(value) if self.dtype.itemsize < 8 else value
 
@@ -285,6 +286,15 @@ class _Directional:
         self.calls += 1
         return self.fn()
 
+    def _untouched(self, written: list[np.ndarray]) -> None:
+        """The function (or before_eval) must not have written into the parameters
+        at θ ± h v: the restore that follows would hide it."""
+        changed = self.layout.changed_since(written)
+        if changed:
+            culprit = "the function" + (" (or before_eval)" if self.before_eval else "")
+            raise ValueError(f"{culprit} modified the parameters {changed} when called "
+                             "at θ ± h v; it must only read them (they were restored)")
+
     def pair(self, v: list[np.ndarray | None], h: float
              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
         """f(θ + h v), f(θ − h v) and the effective tangent (d₊ + d₋) / 2h."""
@@ -294,13 +304,17 @@ class _Directional:
             for p, vp in enumerate(v):
                 if vp is not None:
                     layout.arrays[p][...] = base[p] + h * vp
+            written = layout.snapshot()
             plus = self.evaluate()
+            self._untouched(written)
             d = [None if vp is None else layout.arrays[p].astype(np.float64) - base[p]
                  for p, vp in enumerate(v)]
             for p, vp in enumerate(v):
                 if vp is not None:
                     layout.arrays[p][...] = base[p] - h * vp
+            written = layout.snapshot()
             minus = self.evaluate()
+            self._untouched(written)
             for p, vp in enumerate(v):
                 if vp is not None:
                     eff[p] = (d[p] + (base[p] - layout.arrays[p].astype(np.float64))) / (2 * h)

@@ -25,6 +25,8 @@ from lowlevel_support import (
     CC,
     ROOT,
     STRICT_FP,
+    STRICT_WARNINGS,
+    build_extension,
     c_consumer,
     cy_consumer,
     load_module,
@@ -55,10 +57,10 @@ def test_get_include_holds_both_headers():
 
 
 @pytest.mark.skipif(not (CSRC / "fastcheck.h").exists(), reason="not a source tree")
-def test_packaged_kernel_header_is_the_one_in_csrc():
-    # setup.py copies it; a stale copy would describe another kernel
-    assert filecmp.cmp(CSRC / "fastcheck.h", PACKAGE / "include" / "fastcheck.h",
-                       shallow=False)
+@pytest.mark.parametrize("name", ["fastcheck.h", "kernel.c", "kernel_impl.h"])
+def test_packaged_kernel_files_are_the_ones_in_csrc(name):
+    # setup.py copies them; a stale copy would describe or build another kernel
+    assert filecmp.cmp(CSRC / name, PACKAGE / "include" / name, shallow=False)
 
 
 def test_public_pxd_and_headers_are_package_data():
@@ -71,6 +73,7 @@ def test_public_pxd_and_headers_are_package_data():
     assert "*.pxd" in setuptools["package-data"]["fastcheck"]
     assert "fastcheck.include" in setuptools["packages"]
     assert "*.h" in setuptools["package-data"]["fastcheck.include"]
+    assert "*.c" in setuptools["package-data"]["fastcheck.include"]
 
 
 def test_capsule_is_published():
@@ -284,3 +287,53 @@ def test_header_included_for_its_types_only_is_warning_free(tmp_path, target_min
              "-o", str(tmp_path / "types_only.o"), f"-I{fastcheck.get_include()}",
              f"-I{sysconfig.get_paths()['include']}"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------- the README's consumers, built
+def _readme_block(language: str, first_line: str) -> str:
+    """The fenced ```language block of README.md that starts with `first_line`."""
+    text = (ROOT / "README.md").read_text()
+    for block in text.split(f"```{language}\n")[1:]:
+        body = block.split("```", 1)[0]
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"README.md has no {language} block starting {first_line!r}")
+
+
+def _quadratic_grad(theta):
+    return 2 * (np.arange(theta.size) + 1.0) * theta
+
+
+@requires_cc
+@pytest.mark.skipif(not (ROOT / "README.md").exists(), reason="not a source tree")
+@pytest.mark.parametrize("language", ["c", "cython"])
+def test_readme_consumers_build_and_compute_the_gradient(tmp_path, language):
+    if language == "c":
+        source = tmp_path / "mygrad.c"
+        source.write_text(_readme_block("c", "#define PY_SSIZE_T_CLEAN"))
+        path = build_extension("mygrad", [source], tmp_path / "build",
+                               extra_args=STRICT_WARNINGS)
+        module = load_module("mygrad", path)
+    else:
+        source = tmp_path / "mygrad_cy.pyx"
+        source.write_text(_readme_block("cython", "# cython: language_level=3"))
+        path = build_extension("mygrad_cy", [source], tmp_path / "build", cython=True)
+        module = load_module("mygrad_cy", path)
+    theta = sample_theta(30)
+    before = theta.copy()
+    for threads in (1, 2):
+        grad = np.array(module.grad(theta, threads))
+        np.testing.assert_allclose(grad, _quadratic_grad(theta), rtol=1e-8, atol=1e-8)
+    assert theta.tobytes() == before.tobytes()
+
+
+@requires_cc
+@pytest.mark.skipif(not (CSRC / "examples").exists(), reason="not a source tree")
+def test_plain_c_builds_from_get_include_alone(tmp_path):
+    include = Path(fastcheck.get_include())
+    program = tmp_path / "check_quadratic"
+    subprocess.run([CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{include}",
+                    str(CSRC / "examples" / "check_quadratic.c"), str(include / "kernel.c"),
+                    "-o", str(program), "-lm", "-lpthread"], check=True, capture_output=True)
+    run = subprocess.run([str(program), "50"], capture_output=True, text=True)
+    assert run.returncode == 0 and "(excellent)" in run.stdout, run.stdout + run.stderr

@@ -76,7 +76,7 @@ def test_numerical_grad_restores_a_loss_that_writes_the_parameters():
         t[0] += 1e-3
         return float(t @ t)
 
-    with pytest.raises(ValueError, match=r"the loss modified the parameters \['theta'\]"):
+    with pytest.raises(ValueError, match=r"the loss modified the parameters.*theta"):
         fastcheck.numerical_grad(loss, theta)
     assert theta.tolist() == [1.0, 2.0, 3.0]
 
