@@ -277,6 +277,7 @@ class _Directional:
         self.fn = fn
         self.before_eval = before_eval
         self.snapshot = layout.snapshot()
+        self.expected = self.snapshot  # what the parameters hold during evaluate()
         self.base = [s.astype(np.float64) for s in self.snapshot]
         self.calls = 0
 
@@ -284,16 +285,19 @@ class _Directional:
         if self.before_eval is not None:
             self.before_eval()
         self.calls += 1
-        return self.fn()
+        value = self.fn()
+        self._untouched()
+        return value
 
-    def _untouched(self, written: list[np.ndarray]) -> None:
-        """The function (or before_eval) must not have written into the parameters
-        at θ ± h v: the restore that follows would hide it."""
-        changed = self.layout.changed_since(written)
+    def _untouched(self) -> None:
+        """The function (or before_eval) must have left the parameters as they were
+        set for it (θ, or θ ± h v in `pair`, whose restore would hide a write)."""
+        changed = self.layout.changed_since(self.expected)
         if changed:
+            self.layout.restore(self.snapshot)
             culprit = "the function" + (" (or before_eval)" if self.before_eval else "")
-            raise ValueError(f"{culprit} modified the parameters {changed} when called "
-                             "at θ ± h v; it must only read them (they were restored)")
+            raise ValueError(f"{culprit} modified the parameters {changed} when called; "
+                             "it must only read them (they were restored)")
 
     def pair(self, v: list[np.ndarray | None], h: float
              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
@@ -304,22 +308,21 @@ class _Directional:
             for p, vp in enumerate(v):
                 if vp is not None:
                     layout.arrays[p][...] = base[p] + h * vp
-            written = layout.snapshot()
+            self.expected = layout.snapshot()
             plus = self.evaluate()
-            self._untouched(written)
             d = [None if vp is None else layout.arrays[p].astype(np.float64) - base[p]
                  for p, vp in enumerate(v)]
             for p, vp in enumerate(v):
                 if vp is not None:
                     layout.arrays[p][...] = base[p] - h * vp
-            written = layout.snapshot()
+            self.expected = layout.snapshot()
             minus = self.evaluate()
-            self._untouched(written)
             for p, vp in enumerate(v):
                 if vp is not None:
                     eff[p] = (d[p] + (base[p] - layout.arrays[p].astype(np.float64))) / (2 * h)
         finally:
             layout.restore(self.snapshot)
+            self.expected = self.snapshot
         return plus, minus, eff
 
 
