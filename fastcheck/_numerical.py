@@ -51,8 +51,11 @@ def numerical_grad(
         float64 or float32, writeable.  Any shape and memory order (C, Fortran,
         strided views).
     eps : float, optional
-        Absolute step.  By default the step adapts to the dtype, the method and each
-        component's magnitude: ``h_i = eps0 * max(1, |theta_i|)`` with eps0 about
+        Absolute step: finite, > 0, at most max(1, |theta_i|) (a wider step does not
+        approximate a derivative) and not below the resolution of any component
+        (ValueError otherwise, before any evaluation).  By default the step adapts
+        to the dtype, the method and each component's magnitude:
+        ``h_i = eps0 * max(1, |theta_i|)`` with eps0 about
         ``u ** (1/3)`` for central differences (4.8e-6 in float64, 3.9e-3 in
         float32), ``u ** (1/2)`` for forward / backward and ``u ** (1/5)`` for
         central4 and richardson, where u is the unit roundoff: the step that
@@ -90,6 +93,12 @@ def numerical_grad(
     TypeError, ValueError
         Before any evaluation, for a bad parameter, method, eps, threads or loss
         (a C loss with a signature not accepted, parameters it cannot take).
+    ValueError
+        When the loss wrote into the parameters or rebound an entry of their dict /
+        list (named), after they were restored.
+    MemoryError
+        When a thread could not allocate its copy of theta (``threads > 1``), at
+        once, theta untouched.
     LossError
         A C loss returned a non-zero status (the message names the component),
         after the parameters were restored.
