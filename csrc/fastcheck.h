@@ -75,9 +75,13 @@ typedef struct fc_block_f32 {
 } fc_block_f32;
 
 /*
- * The loss.  It reads theta from `blocks` (the caller's own blocks in the serial
- * path; a thread's private, contiguous copy in the threaded path), stores J in
- * *value and returns 0, or returns any non-zero status to abort the run.
+ * The loss.  It reads theta from `blocks` (the caller's own blocks, with their
+ * strides, in the serial path and for J(theta) always; a thread's private
+ * contiguous copy, stride 1, for the components in the threaded path), stores J
+ * in *value and returns 0, or returns any non-zero status to abort the run.  It
+ * must only read theta (a write is reported as FC_ERR_MODIFIED where seen).
+ * Note that it takes blocks, not the (pointer, length) of fastcheck.CLoss: a
+ * loss written for one array needs a small adapter (see the README).
  */
 typedef int (*fc_loss_f64)(const fc_block_f64 *blocks, fc_index nblocks,
                            double *value, void *ctx);
