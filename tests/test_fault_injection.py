@@ -134,7 +134,8 @@ class Faulty:
         return value
 
     def __del__(self) -> None:
-        _COUNTS.pop(self.token, None)
+        if id(self) == self.token:  # the original, not a copy an executor unpickled
+            _COUNTS.pop(self.token, None)
 
 
 def _first(args):
