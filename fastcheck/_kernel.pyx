@@ -32,7 +32,13 @@ Design notes:
    exception naming the component.  A C loss that also set a Python exception
    (taking the GIL for it) gets that exception re-raised unchanged.
 8. ``_C_API`` is the capsule other extensions import through fastcheck_capi.h: a
-   versioned table of the kernel's entry points (see that header).
+   versioned table of the kernel's entry points (see that header), with a ready
+   Ctrl-C hook (``fc_py_check_signals``) for their runs.
+9. Statuses other than success and a failing callback become exceptions here, in
+   one place (``_raise_for_status``): FC_ERR_INVALID a ValueError with the kernel's
+   own reason (``fc_validate_*``), FC_ERR_NOMEM a MemoryError naming threads,
+   FC_ERR_MODIFIED a ``LossWroteError`` carrying the request position, which the
+   caller turns into the component's name.  Theta is restored on every one.
 """
 
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Occurred
