@@ -6,9 +6,9 @@ returns it):
 
 - fastcheck_capi.h, the C API for other Python extensions, is written there;
 - fastcheck.h, the kernel's header, is written in csrc/ (the kernel is plain C and
-  builds without this package); every run of this script copies it into
-  fastcheck/include/ (a generated file, ignored by git), like cythonize writes
-  fastcheck/_kernel.c.
+  builds without this package); every run of this script copies it, and the
+  kernel's sources kernel.c and kernel_impl.h, into fastcheck/include/ (generated
+  files, ignored by git), like cythonize writes fastcheck/_kernel.c.
 """
 
 import os
@@ -19,7 +19,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KERNEL_HEADERS = ["fastcheck.h"]
+# The kernel's header, and its sources: installed next to fastcheck_capi.h so that a
+# plain C program can build the kernel from get_include() alone (README, "The C API").
+KERNEL_HEADERS = ["fastcheck.h", "kernel.c", "kernel_impl.h"]
 
 
 def sync_kernel_headers():

@@ -46,7 +46,10 @@ enum fc_status {
     FC_ERR_STOPPED = 2,    /* the progress hook asked to stop (e.g. Ctrl-C) */
     FC_ERR_INVALID = 3,    /* invalid arguments (NULL pointer, index out of range, ...) */
     FC_ERR_NOMEM = 4,      /* an allocation failed */
-    FC_ERR_THREADS = 5     /* threads could not be started, or are not available */
+    FC_ERR_THREADS = 5,    /* threads could not be started, or are not available */
+    FC_ERR_MODIFIED = 6    /* the loss wrote into theta: into the component being
+                            * perturbed (failed_at says which), or, in the threaded
+                            * path, anywhere in a thread's copy (failed_at -1) */
 };
 
 /* Which evaluations to make: OR these together in fc_options.evals. */
@@ -72,9 +75,13 @@ typedef struct fc_block_f32 {
 } fc_block_f32;
 
 /*
- * The loss.  It reads theta from `blocks` (the caller's own blocks in the serial
- * path; a thread's private, contiguous copy in the threaded path), stores J in
- * *value and returns 0, or returns any non-zero status to abort the run.
+ * The loss.  It reads theta from `blocks` (the caller's own blocks, with their
+ * strides, in the serial path and for J(theta) always; a thread's private
+ * contiguous copy, stride 1, for the components in the threaded path), stores J
+ * in *value and returns 0, or returns any non-zero status to abort the run.  It
+ * must only read theta (a write is reported as FC_ERR_MODIFIED where seen).
+ * Note that it takes blocks, not the (pointer, length) of fastcheck.CLoss: a
+ * loss written for one array needs a small adapter (see the README).
  */
 typedef int (*fc_loss_f64)(const fc_block_f64 *blocks, fc_index nblocks,
                            double *value, void *ctx);
@@ -116,9 +123,37 @@ typedef struct fc_result {
     int callback_status;    /* the loss's non-zero status, when FC_ERR_CALLBACK */
 } fc_result;
 
+/* An fc_result with every output NULL and nothing done: start from it and set
+ * the outputs the flags ask for.  FC_RESULT_INIT is the same as an initialiser:
+ *     fc_result res = FC_RESULT_INIT; */
+#define FC_RESULT_INIT {NULL, NULL, NULL, NULL, NULL, NULL, 0, -1, 0}
+void fc_result_init(fc_result *res);
+
 /* Fills `opt` with the defaults: central evaluations (center, plus, minus),
- * eps = 1e-6 absolute, all components, no hook, one thread. */
+ * eps = 1e-6 absolute, all components, no hook, one thread.  (Python's
+ * fastcheck uses relative steps, eps = u^(1/3) * max(1, |x|) for central
+ * differences: opt.eps = 4.806217383937355e-06, i.e. 2^(-53/3), and
+ * opt.relative = 1 give the same steps.) */
 void fc_options_init(fc_options *opt);
+
+/*
+ * Why fc_evaluate_* would return (or returned) FC_ERR_INVALID for these
+ * arguments, as one English sentence naming the field; NULL when they are valid.
+ * The rules: out, loss and opt non-NULL; valid blocks (size >= 0, data non-NULL
+ * when size > 0, stride non-zero when size > 1); evals a non-empty OR of
+ * FC_EVAL_* flags; every output the flags ask for non-NULL; indices in range;
+ * eps (or each eps_each) finite and > 0; and for each requested finite
+ * component x, its nominal step (eps, times max(1, |x|) when relative) at most
+ * max(1, |x|), and x +- the step (2 steps for FC_EVAL_PLUS2 / MINUS2) finite.
+ * fc_evaluate_* checks all of them before the first evaluation (for a component,
+ * result.failed_at is then its request position).  Not refused: NaN or inf in
+ * theta (their differences are NaN), and a step below the resolution of x (its
+ * represented step, out.step[i], is then 0).
+ */
+const char *fc_validate_f64(const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,
+                            const fc_options *opt, const fc_result *out);
+const char *fc_validate_f32(const fc_block_f32 *blocks, fc_index nblocks, fc_loss_f32 loss,
+                            const fc_options *opt, const fc_result *out);
 
 /* Number of components across the blocks, or -1 if a block is invalid. */
 fc_index fc_total_size_f64(const fc_block_f64 *blocks, fc_index nblocks);

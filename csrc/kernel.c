@@ -9,8 +9,24 @@
 
 #include "fastcheck.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* The allocator.  A test build replaces it (-DFC_MALLOC=... -DFC_CALLOC=...) to
+ * make any allocation fail on purpose; memory is always released with free(). */
+
+#ifndef FC_MALLOC
+#define FC_MALLOC malloc
+#else
+void *FC_MALLOC(size_t size);
+#endif
+#ifndef FC_CALLOC
+#define FC_CALLOC calloc
+#else
+void *FC_CALLOC(size_t count, size_t size);
+#endif
 
 #if !defined(_WIN32) && !defined(FC_NO_THREADS)
 #define FC_HAVE_PTHREADS 1
@@ -155,21 +171,30 @@ static int fc_progress_wait(struct fc_progress *p, fc_index count, const fc_opti
 }
 #endif /* FC_HAVE_PTHREADS */
 
+/* Where the last located component was: block and its first flat index. */
+typedef struct fc_cursor {
+    fc_index block, start;
+} fc_cursor;
+
 #define FC_REAL double
 #define FC_SUFFIX f64
 #define FC_ABS fabs
+#define FC_REAL_MAX DBL_MAX
 #include "kernel_impl.h"
 #undef FC_REAL
 #undef FC_SUFFIX
 #undef FC_ABS
+#undef FC_REAL_MAX
 
 #define FC_REAL float
 #define FC_SUFFIX f32
 #define FC_ABS fabsf
+#define FC_REAL_MAX FLT_MAX
 #include "kernel_impl.h"
 #undef FC_REAL
 #undef FC_SUFFIX
 #undef FC_ABS
+#undef FC_REAL_MAX
 
 void fc_options_init(fc_options *opt)
 {
@@ -183,6 +208,12 @@ void fc_options_init(fc_options *opt)
     opt->hook_ctx = NULL;
     opt->hook_every = 0;
     opt->threads = 1;
+}
+
+void fc_result_init(fc_result *res)
+{
+    static const fc_result empty = FC_RESULT_INIT;
+    *res = empty;
 }
 
 int fc_threads_available(void)
@@ -209,6 +240,8 @@ const char *fc_status_message(int status)
         return "out of memory";
     case FC_ERR_THREADS:
         return "threads could not be started";
+    case FC_ERR_MODIFIED:
+        return "the loss wrote into theta (a loss must only read it)";
     default:
         return "unknown status";
     }

@@ -35,6 +35,7 @@ from fastcheck._evaluate import (
     RawEvaluations,
     WithBeforeEval,
     check_eps,
+    check_flag,
     check_loss,
     check_method,
     check_step_resolution,
@@ -126,6 +127,11 @@ def _returned_dtype(value: Any) -> np.dtype | None:
 def _loss_is_deterministic(values: list[float], unit: float) -> tuple[bool, float]:
     """Whether repeated evaluations agree within rounding; and their spread."""
     values = [v for v in values if v is not None]
+    if not all(math.isfinite(v) for v in values):
+        # Only called once J(theta) was finite: NaN or inf in another call at the
+        # same point is a different value (max / min would skip a NaN, and inf
+        # would swamp the rounding bound).
+        return False, math.inf
     spread = max(values) - min(values)
     scale = max(abs(v) for v in values)
     return spread <= C_ROUND * unit * scale, spread
@@ -134,7 +140,7 @@ def _loss_is_deterministic(values: list[float], unit: float) -> tuple[bool, floa
 def _nondeterministic_result(layout: ParamLayout, analytic: np.ndarray, values: list[float],
                              spread: float, evaluations: int, seconds: float, eps: str,
                              method: str, mode: str, when: str) -> GradCheckResult:
-    scale = max(abs(v) for v in values)
+    scale = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
     note = (f"the loss is not deterministic: J(θ) took {len({*values})} different values "
             f"at the same parameters {when} (spread {spread:.3g}, relative "
             f"{spread / scale if scale else float('inf'):.2g}), so no verdict on the "
@@ -534,6 +540,7 @@ def check_grad(
     threads = check_threads(threads)
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
+    refine = check_flag(refine, "refine")
     progress = check_progress(progress)
     warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):
@@ -550,8 +557,8 @@ def check_grad(
         loss.bind(layout, threads)  # a flat, contiguous theta of its dtype; thread-safety
     check_step_resolution(layout, eps, method)
     options = check_mode_options(mode, layout, method, k=k, max_evals=max_evals, seed=seed)
-    if before_eval is not None and callable(grad):
-        before_eval()  # the analytic gradient sees the same state as every evaluation
+    if before_eval is not None:  # grad(params) sees the state of every evaluation
+        layout.call_unchanged(before_eval, "before_eval()")
     analytic = analytic_gradient(grad, layout)
 
     if before_eval is not None:

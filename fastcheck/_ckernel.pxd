@@ -22,6 +22,7 @@ cdef extern from "fastcheck.h":
         FC_ERR_INVALID
         FC_ERR_NOMEM
         FC_ERR_THREADS
+        FC_ERR_MODIFIED
 
     enum fc_eval_flags:
         FC_EVAL_CENTER
@@ -73,6 +74,13 @@ cdef extern from "fastcheck.h" nogil:
         int callback_status
 
     void fc_options_init(fc_options *opt)
+    void fc_result_init(fc_result *res)
+    const char *fc_validate_f64(const fc_block_f64 *blocks, fc_index nblocks,
+                                fc_loss_f64 loss, const fc_options *opt,
+                                const fc_result *out)
+    const char *fc_validate_f32(const fc_block_f32 *blocks, fc_index nblocks,
+                                fc_loss_f32 loss, const fc_options *opt,
+                                const fc_result *out)
     fc_index fc_total_size_f64(const fc_block_f64 *blocks, fc_index nblocks)
     fc_index fc_total_size_f32(const fc_block_f32 *blocks, fc_index nblocks)
     int fc_evaluate_f64(const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,

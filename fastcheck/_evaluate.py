@@ -307,29 +307,12 @@ def run_kernel(
             def report(done: int, total: int, _offset: int = offset) -> None:
                 progress(_offset + done, count)
 
-        if c_loss is not None:  # one flat array: a single group and block
-            raw = c_loss.run(
-                layout, evals, float(group_eps), bool(relative), eps_each=group_eps_each,
-                indices=local, progress=report, threads=threads)
-        else:
-            try:
-                raw = _kernel.evaluate(
-                    loss, call_params, group.blocks, group.dtype.name,
-                    evals if g == 0 else evals & ~_C, float(group_eps), bool(relative),
-                    eps_each=group_eps_each, indices=local, hook_every=HOOK_EVERY,
-                    progress=report, imag=imag, threads=threads)
-            except ComplexStepError:
-                raise  # the loss returned a real value: the message already says so
-            except _REJECTS_COMPLEX as exc:
-                if not imag:
-                    raise
-                # The loss failed on complex input (a ufunc without complex loops,
-                # math.exp, float() under warnings-as-errors, ...): say which method
-                # needs it, keep the original.  Other exceptions come through as raised.
-                raise ComplexStepError(
-                    "method='complex' needs a loss that accepts complex parameters: "
-                    f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
-                    "'richardson') for this loss") from exc
+        try:
+            raw = _run_group(loss, c_loss, call_params, group, g, layout, evals,
+                             float(group_eps), bool(relative), group_eps_each, local, report,
+                             imag, threads)
+        except _kernel.LossWroteError as exc:
+            raise _named_write(exc, layout, local, group, loss) from None
         calls += raw["calls"]
         if raw["center"] is not None:
             center = raw["center"]
@@ -343,6 +326,53 @@ def run_kernel(
         center=center, plus=out["plus"], minus=out["minus"], plus2=out["plus2"],
         minus2=out["minus2"], step=step, calls=calls,
         seconds=time.perf_counter() - started)
+
+
+def _named_write(exc: Any, layout: ParamLayout, local: np.ndarray | None, group: Any,
+                 loss: Any) -> ValueError:
+    """The kernel saw the loss write into the parameters: name the component."""
+    culprit = "the loss (or before_eval)" if isinstance(loss, WithBeforeEval) else "the loss"
+    where = ""
+    if exc.position >= 0:
+        local_flat = int(local[exc.position]) if local is not None else int(exc.position)
+        # back from the group's flat index to the layout's
+        p = next(i for i in group.members
+                 if group.local_offsets[i] <= local_flat < group.local_offsets[i]
+                 + layout.arrays[i].size)
+        flat = int(layout.offsets[p]) + local_flat - int(group.local_offsets[p])
+        where = f" (it wrote into {layout.name_of(flat)} while that component was perturbed)"
+    else:
+        where = " (in a thread's private copy of theta)"
+    return ValueError(f"{culprit} modified the parameters when called{where}; a loss must "
+                      "only read them (they were restored). No verdict on the gradient")
+
+
+def _run_group(loss: Any, c_loss: Any, call_params: Any, group: Any, g: int,
+               layout: ParamLayout, evals: int, eps: float, relative: bool,
+               eps_each: np.ndarray | None, local: np.ndarray | None, report: Any,
+               imag: bool, threads: int) -> dict:
+    """One kernel run over the parameters of one dtype (see :func:`run_kernel`)."""
+    if c_loss is not None:  # one flat array: a single group and block
+        return c_loss.run(layout, evals, eps, relative, eps_each=eps_each, indices=local,
+                          progress=report, threads=threads)
+    try:
+        return _kernel.evaluate(
+            loss, call_params, group.blocks, group.dtype.name,
+            evals if g == 0 else evals & ~_C, eps, relative, eps_each=eps_each,
+            indices=local, hook_every=HOOK_EVERY, progress=report, imag=imag,
+            threads=threads)
+    except ComplexStepError:
+        raise  # the loss returned a real value: the message already says so
+    except _REJECTS_COMPLEX as exc:
+        if not imag:
+            raise
+        # The loss failed on complex input (a ufunc without complex loops, math.exp,
+        # float() under warnings-as-errors, ...): say which method needs it, keep the
+        # original.  Other exceptions come through as raised.
+        raise ComplexStepError(
+            "method='complex' needs a loss that accepts complex parameters: "
+            f"{type(exc).__name__}: {exc}. Use another method (e.g. 'central' or "
+            "'richardson') for this loss") from exc
 
 
 def _run_richardson(
@@ -408,7 +438,12 @@ class WithBeforeEval:
         self.before_eval = before_eval
 
     def __call__(self, params: Any) -> Any:
-        self.before_eval()
+        try:
+            self.before_eval()
+        except BaseException as exc:
+            if hasattr(exc, "add_note") and not isinstance(exc, KeyboardInterrupt):
+                exc.add_note("raised by before_eval()")
+            raise
         return self.loss(params)
 
 
@@ -418,7 +453,10 @@ def check_eps(eps: Any) -> float | None:
         return None
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
         raise TypeError(f"eps must be a positive number or None, got {type(eps).__name__}")
-    value = float(eps)
+    try:
+        value = float(eps)
+    except OverflowError:  # an int beyond the float range, e.g. 2**1100
+        value = math.inf
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     return value
@@ -437,7 +475,16 @@ def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -
         if array.size == 0:
             continue
         values = array.ravel()
-        vanished = (values + array.dtype.type(eps)) - values == 0
+        with np.errstate(over="ignore"):
+            vanished = (values + array.dtype.type(eps)) - values == 0
+        too_wide = eps > np.maximum(1.0, np.abs(values))
+        if too_wide.any():
+            where = int(np.flatnonzero(too_wide)[0])
+            component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)
+            raise ValueError(
+                f"eps={eps:g} is wider than parameter {name!r} at {component} (value "
+                f"{values[where]!r}): a step larger than max(1, |x|) does not approximate a "
+                "derivative. Use a smaller eps, or the default (eps=None)")
         if vanished.any():
             where = int(np.flatnonzero(vanished)[0])
             component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)
@@ -469,6 +516,14 @@ def check_loss(loss: Any) -> Callable[[Any], Any]:
             "loss must be callable as loss(params), or a loss written in C (a "
             f"scipy.LowLevelCallable or fastcheck.CLoss); got {type(loss).__name__}")
     return loss
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """Validate a True / False argument such as `refine`: a string like "no" is
+    truthy, so anything but a bool would be silently taken as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_threads(threads: Any) -> int:

@@ -32,7 +32,13 @@ Design notes:
    exception naming the component.  A C loss that also set a Python exception
    (taking the GIL for it) gets that exception re-raised unchanged.
 8. ``_C_API`` is the capsule other extensions import through fastcheck_capi.h: a
-   versioned table of the kernel's entry points (see that header).
+   versioned table of the kernel's entry points (see that header), with a ready
+   Ctrl-C hook (``fc_py_check_signals``) for their runs.
+9. Statuses other than success and a failing callback become exceptions here, in
+   one place (``_raise_for_status``): FC_ERR_INVALID a ValueError with the kernel's
+   own reason (``fc_validate_*``), FC_ERR_NOMEM a MemoryError naming threads,
+   FC_ERR_MODIFIED a ``LossWroteError`` carrying the request position, which the
+   caller turns into the component's name.  Theta is restored on every one.
 """
 
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Occurred
@@ -88,7 +94,7 @@ from fastcheck._ckernel cimport *
 
 __all__ = ["evaluate", "evaluate_c", "call_c", "threads_available", "EVAL_CENTER",
            "EVAL_PLUS", "EVAL_MINUS", "EVAL_PLUS2", "EVAL_MINUS2", "KERNEL_VERSION",
-           "C_STATUS", "C_VALUE", "CAPI_VERSION"]
+           "C_STATUS", "C_VALUE", "CAPI_VERSION", "LossWroteError"]
 
 EVAL_CENTER = FC_EVAL_CENTER
 EVAL_PLUS = FC_EVAL_PLUS
@@ -280,6 +286,45 @@ cdef dict _new_outputs(unsigned evals, Py_ssize_t count, fc_result *res, double 
 
 
 
+class LossWroteError(ValueError):
+    """The loss wrote into the parameters while the kernel ran (FC_ERR_MODIFIED).
+
+    Attributes
+    ----------
+    position : int
+        Request position of the component being perturbed when the write was
+        seen, or -1 when a thread found its copy of theta changed at its end.
+    """
+
+    def __init__(self, message, position):
+        super().__init__(message)
+        self.position = position
+
+
+cdef int _raise_for_status(int status, const char *problem, int threads, Py_ssize_t size,
+                           str dtype, Py_ssize_t failed_at) except -1:
+    """The exception for a kernel status that is neither success nor a failing
+    callback (theta is restored on every one of them)."""
+    if status == FC_ERR_INVALID:
+        reason = problem.decode() if problem != NULL else "invalid arguments"
+        raise ValueError(f"fastcheck kernel refused the call: {reason}")
+    if status == FC_ERR_NOMEM:
+        raise MemoryError(
+            f"threads={threads}: out of memory for the private copies of theta (each "
+            f"thread copies all {size} elements, {size * (8 if dtype == 'float64' else 4)}"
+            " bytes); theta was left as it was. Use fewer threads, or threads=1 (no copy)"
+            if threads > 1 else "fastcheck kernel: out of memory (theta was left as it was)")
+    if status == FC_ERR_MODIFIED:
+        where = (f"into the component being perturbed (request position {failed_at})"
+                 if failed_at >= 0 else
+                 f"into a thread's private copy of theta (threads={threads})")
+        raise LossWroteError(
+            f"the loss modified the parameters when called: it wrote {where}, so the "
+            "values after the write are meaningless; a loss must only read them (they "
+            "were restored)", failed_at)
+    return 0
+
+
 def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned evals,
              double eps, bint relative, eps_each=None, indices=None,
              Py_ssize_t hook_every=0, progress=None, bint imag=False, int threads=1):
@@ -327,6 +372,7 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     cdef void *table = NULL
     cdef double center = 0.0
     cdef int status
+    cdef const char *problem = NULL
 
     if threads != 1:
         raise ValueError(
@@ -363,6 +409,9 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
         try:
             status = fc_evaluate_f64(<fc_block_f64 *>table, nblocks, _python_loss_f64,
                                      <void *>ctx, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f64(<fc_block_f64 *>table, nblocks, _python_loss_f64,
+                                          &opt, &res)
         finally:
             free(table)
     else:
@@ -376,12 +425,16 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
         try:
             status = fc_evaluate_f32(<fc_block_f32 *>table, nblocks, _python_loss_f32,
                                      <void *>ctx, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f32(<fc_block_f32 *>table, nblocks, _python_loss_f32,
+                                          &opt, &res)
         finally:
             free(table)
 
     if ctx.error is not None:
         error, ctx.error = ctx.error, None
         raise error
+    _raise_for_status(status, problem, threads, total, dtype, res.failed_at)
     if status != FC_OK:
         raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
                            f"(status {status})")
@@ -600,6 +653,7 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     cdef double center = 0.0
     cdef Py_ssize_t count
     cdef int status
+    cdef const char *problem = NULL
 
     if kind != C_STATUS and kind != C_VALUE:
         raise ValueError(f"unknown C loss kind {kind}")
@@ -638,6 +692,8 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
         loss64 = _c_status_f64 if kind == C_STATUS else _c_value_f64
         with nogil:
             status = fc_evaluate_f64(&block64, 1, loss64, <void *>&call, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f64(&block64, 1, loss64, &opt, &res)
     else:
         block32.data = <float *>address
         block32.size = size
@@ -645,11 +701,14 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
         loss32 = _c_status_f32 if kind == C_STATUS else _c_value_f32
         with nogil:
             status = fc_evaluate_f32(&block32, 1, loss32, <void *>&call, &opt, &res)
+            if status == FC_ERR_INVALID:
+                problem = fc_validate_f32(&block32, 1, loss32, &opt, &res)
 
     _raise_pending()
     if owner.error is not None:
         error, owner.error = owner.error, None
         raise error
+    _raise_for_status(status, problem, threads, size, dtype, res.failed_at)
     if status != FC_OK and status != FC_ERR_CALLBACK:
         raise RuntimeError(f"fastcheck kernel: {fc_status_message(status).decode()} "
                            f"(status {status})")
@@ -712,6 +771,19 @@ cdef extern from *:
     """
     #define FASTCHECK_CAPI_PROVIDER 1
     #include "fastcheck_capi.h"
+    /* The ready Ctrl-C hook of the C API (fastcheck_capi.h, note 7). */
+    static int fc_py_check_signals(fc_index done, fc_index total, void *ctx)
+    {
+        PyGILState_STATE gil;
+        int stop;
+        (void)done;
+        (void)total;
+        (void)ctx;
+        gil = PyGILState_Ensure();
+        stop = PyErr_Occurred() != NULL || PyErr_CheckSignals() != 0;
+        PyGILState_Release(gil);
+        return stop;
+    }
     static fastcheck_capi fc_capi_table = {
         FASTCHECK_CAPI_VERSION,
         sizeof(fastcheck_capi),
@@ -721,7 +793,11 @@ cdef extern from *:
         fc_status_message,
         fc_threads_available,
         fc_total_size_f64,
-        fc_total_size_f32
+        fc_total_size_f32,
+        fc_result_init,
+        fc_validate_f64,
+        fc_validate_f32,
+        fc_py_check_signals
     };
     """
     void *_capi_table_address "((void *)&fc_capi_table)"

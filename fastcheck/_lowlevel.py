@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import sys
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,11 @@ def _user_data_pointer(user_data: Any) -> tuple[Any, Any]:
                            else ctypes.pointer(user_data), ctypes.c_void_p), user_data
     if _is_cffi(user_data) or type(user_data).__name__ == "PyCapsule":
         return user_data, user_data
+    if type(user_data).__name__ == "CArgObject":
+        raise TypeError(
+            "user_data is ctypes.byref(...), which only lives for the duration of one "
+            "direct ctypes call; pass ctypes.pointer(obj) instead (fastcheck keeps it "
+            "alive for the whole check)")
     raise TypeError(f"user_data must be {_USER_DATA_KINDS}; got {type(user_data).__name__}")
 
 
@@ -240,7 +246,13 @@ class CLoss:
                     "a C loss must be a scipy.LowLevelCallable, a ctypes or cffi function "
                     f"pointer or a PyCapsule; got {type(function).__name__} ({exc})"
                 ) from None
-        given = llc.signature
+        try:
+            given = llc.signature
+        except ValueError:  # scipy: "Capsule has no signature" (a NULL name)
+            raise TypeError(
+                "the capsule has no name, so its signature is unknown: pass signature=, "
+                f"e.g. fastcheck.CLoss(capsule, signature={next(iter(SIGNATURES))!r})"
+            ) from None
         canonical = normalize_signature(given) if given else None
         if canonical not in SIGNATURES:
             raise _signature_error(given)
@@ -304,8 +316,9 @@ class CLoss:
         from fastcheck._params import as_layout
 
         address, size = self.bind(as_layout(params))
-        status, value = _kernel.call_c(self._capsule, self.kind, address, size,
-                                       self.dtype.name)
+        with _callback_errors():
+            status, value = _kernel.call_c(self._capsule, self.kind, address, size,
+                                           self.dtype.name)
         if status != 0:
             raise LossError(f"the C loss returned status {status} at theta", status)
         return value
@@ -316,9 +329,11 @@ class CLoss:
         """Run the kernel (see ``_kernel.evaluate_c``); raise :class:`LossError`
         when the loss fails, with theta restored."""
         address, size = self.bind(layout, threads)
-        raw = _kernel.evaluate_c(
-            self._capsule, self.kind, address, size, self.dtype.name, evals, eps, relative,
-            eps_each=eps_each, indices=indices, progress=progress, threads=threads)
+        with _callback_errors():
+            raw = _kernel.evaluate_c(
+                self._capsule, self.kind, address, size, self.dtype.name, evals, eps,
+                relative, eps_each=eps_each, indices=indices, progress=progress,
+                threads=threads)
         if raw["status"] != 0:
             status, position = raw["callback_status"], raw["failed_at"]
             if position < 0:
@@ -331,6 +346,43 @@ class CLoss:
                 f"the C loss returned status {status} at component {flat} ({name}); "
                 "theta was restored", status, flat, name)
         return raw
+
+
+class _callback_errors:
+    """Catch an exception raised inside a ctypes callback (a Python function made
+    into a C function pointer) while a C loss runs, and raise it afterwards.
+
+    ctypes cannot pass it to its C caller: it reports it through
+    ``sys.unraisablehook`` ("Exception ignored on calling ctypes callback
+    function") and returns an undefined status.  This hook keeps the first such
+    exception (others go to the previous hook), and on exit, with theta restored by
+    the kernel, raises it unchanged with a note.
+    """
+
+    def __enter__(self) -> _callback_errors:
+        self.previous = sys.unraisablehook
+        self.caught: BaseException | None = None
+        self.count = 0
+        sys.unraisablehook = self._hook
+        return self
+
+    def _hook(self, unraisable: Any) -> None:
+        if "ctypes callback" not in (unraisable.err_msg or ""):
+            self.previous(unraisable)
+            return
+        self.count += 1  # the kernel may call it again before it sees a failure
+        if self.caught is None:
+            self.caught = unraisable.exc_value
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        sys.unraisablehook = self.previous
+        if self.caught is not None:
+            caught = self.caught
+            if hasattr(caught, "add_note"):
+                caught.add_note(f"raised inside the C loss ({self.count} time(s); a ctypes "
+                                "callback made from a Python function): the run was "
+                                "stopped, theta restored")
+            raise caught
 
 
 def as_c_loss(loss: Any) -> CLoss | None:

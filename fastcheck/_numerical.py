@@ -14,7 +14,7 @@ from fastcheck._evaluate import (
     run_kernel,
 )
 from fastcheck._executor import check_executor
-from fastcheck._params import as_layout
+from fastcheck._params import ParamLayout, as_layout
 
 __all__ = ["numerical_grad"]
 
@@ -51,8 +51,11 @@ def numerical_grad(
         float64 or float32, writeable.  Any shape and memory order (C, Fortran,
         strided views).
     eps : float, optional
-        Absolute step.  By default the step adapts to the dtype, the method and each
-        component's magnitude: ``h_i = eps0 * max(1, |theta_i|)`` with eps0 about
+        Absolute step: finite, > 0, at most max(1, |theta_i|) (a wider step does not
+        approximate a derivative) and not below the resolution of any component
+        (ValueError otherwise, before any evaluation).  By default the step adapts
+        to the dtype, the method and each component's magnitude:
+        ``h_i = eps0 * max(1, |theta_i|)`` with eps0 about
         ``u ** (1/3)`` for central differences (4.8e-6 in float64, 3.9e-3 in
         float32), ``u ** (1/2)`` for forward / backward and ``u ** (1/5)`` for
         central4 and richardson, where u is the unit roundoff: the step that
@@ -90,6 +93,12 @@ def numerical_grad(
     TypeError, ValueError
         Before any evaluation, for a bad parameter, method, eps, threads or loss
         (a C loss with a signature not accepted, parameters it cannot take).
+    ValueError
+        When the loss wrote into the parameters or rebound an entry of their dict /
+        list (named), after they were restored.
+    MemoryError
+        When a thread could not allocate its copy of theta (``threads > 1``), at
+        once, theta untouched.
     LossError
         A C loss returned a non-zero status (the message names the component),
         after the parameters were restored.
@@ -112,5 +121,34 @@ def numerical_grad(
     check_executor(executor, loss, threads)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
-    raw = run_kernel(loss, layout, method, eps=eps, threads=threads, executor=executor)
+    raw = run_guarded(layout, lambda: run_kernel(loss, layout, method, eps=eps,
+                                                 threads=threads, executor=executor))
     return layout.unflatten(raw.derivative())
+
+
+def run_guarded(layout: ParamLayout, run: Callable[[], Any]) -> Any:
+    """``run()``, with the parameters bitwise as before on every exit.
+
+    The kernel restores each component it perturbs; a loss that writes into the
+    parameters itself (or rebinds an entry of their dict) would leave them changed
+    and every later difference meaningless.  One O(n) snapshot finds and undoes it.
+
+    Raises
+    ------
+    ValueError
+        When the loss changed the parameters (named), after restoring them.
+    """
+    snapshot = layout.snapshot()
+    try:
+        value = run()
+    except BaseException:
+        if layout.changed_since(snapshot):
+            layout.restore(snapshot)
+        raise
+    changed = layout.changed_since(snapshot)
+    if changed:
+        layout.restore(snapshot)
+        raise ValueError(
+            f"the loss modified the parameters {changed} when called; a loss must only "
+            "read them (they were restored). The numerical gradient would be meaningless")
+    return value

@@ -10,13 +10,13 @@ metric (the DESIGN's theta), and describes each array to the kernel as blocks of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["KernelGroup", "ParamLayout", "as_layout"]
+__all__ = ["KernelGroup", "ParamLayout", "Snapshot", "as_layout"]
 
 SUPPORTED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -73,15 +73,21 @@ def _memory_runs(array: np.ndarray, name: str) -> np.ndarray:
         else:
             merged.insert(0, [n, s])
     run_length, run_stride = merged[-1]
+    # More elements than addresses they span (pigeonhole): an overlapping view,
+    # known without listing its addresses, which could need more memory than exists.
+    overlap = array.size > sum((n - 1) * abs(s) for n, s in axes) + 1
     starts = np.zeros(1, dtype=np.intp)
-    for n, s in merged[:-1]:
+    for n, s in merged[:-1] if not overlap else ():
         starts = (starts[:, None] + np.arange(n, dtype=np.intp)[None, :] * s).ravel()
-    if len(merged) > 1 or abs(run_stride) != 1:
+    if overlap or len(merged) > 1 or abs(run_stride) != 1:
         # A view made with as_strided can map two indices to one element; then
         # perturbing one moves the other.  Contiguous runs cannot, so only
         # non-contiguous layouts pay for this O(n log n) look at every address.
-        addresses = (starts[:, None] + np.arange(run_length, dtype=np.intp) * run_stride).ravel()
-        if np.unique(addresses).size != addresses.size:
+        if not overlap:
+            addresses = (starts[:, None]
+                         + np.arange(run_length, dtype=np.intp) * run_stride).ravel()
+            overlap = np.unique(addresses).size != addresses.size
+        if overlap:
             raise ValueError(
                 f"parameter {name!r} has elements that share memory (an as_strided view "
                 "whose strides overlap); perturbing one would move the others. Pass a real "
@@ -328,19 +334,103 @@ class ParamLayout:
         return out
 
     # ------------------------------------------------------ snapshot / restore
-    def snapshot(self) -> list[np.ndarray]:
-        """Copies of every array (one O(n) copy, to verify and guarantee restores)."""
-        return [a.copy() for a in self.arrays]
+    def snapshot(self) -> Snapshot:
+        """Copies of every array (one O(n) copy, to verify and guarantee restores),
+        and which object each entry of the user's container held."""
+        return Snapshot([a.copy() for a in self.arrays], self._entries())
+
+    def _entries(self) -> tuple:
+        """(key, object) for each entry of a dict or list, in order; () otherwise.
+        A loss that rebinds an entry (``p["b"] = np.clip(p["b"], -5, 5)``) leaves
+        the arrays the kernel perturbs untouched but reads another one."""
+        if self.kind == "dict":
+            return tuple(self.params.items())
+        if self.kind == "list":
+            return tuple(enumerate(self.params))
+        return ()
 
     def changed_since(self, snapshot: list[np.ndarray]) -> list[str]:
-        """Names of the parameters whose bits differ from `snapshot`."""
-        return [name for name, a, s in zip(self.names, self.arrays, snapshot)
-                if a.tobytes() != s.tobytes()]
+        """The parameters whose bits differ from `snapshot`, by name, and the
+        container entries that were rebound, added or removed, each described
+        (``"b (the dict entry now holds another object)"``)."""
+        changed = [name for name, a, s in zip(self.names, self.arrays, snapshot)
+                   if a.tobytes() != s.tobytes()]
+        entries = getattr(snapshot, "entries", None)
+        if entries is not None and not _same_entries(self._entries(), entries):
+            changed += self._rebound(entries)
+        return changed
+
+    def _rebound(self, entries: tuple) -> list[str]:
+        kind = self.kind
+        now = dict(self._entries())
+        before = dict(entries)
+        found = []
+        for key, name in zip(self.keys, self.names):
+            if key not in now:
+                found.append(f"{name} (removed from the {kind})")
+            elif now[key] is not before[key]:
+                found.append(f"{name} (the {kind} entry now holds another object)")
+        found += [f"{key!s} (added to the {kind})" for key in now if key not in before]
+        if not found:  # same entries, another order
+            found.append(f"the order of the {kind}'s entries")
+        return found
+
+    def call_unchanged(self, function: Any, what: str) -> Any:
+        """Call ``function()`` once at the parameters as they are; it must leave
+        them unchanged (as `before_eval` must).
+
+        Raises
+        ------
+        ValueError
+            Naming `what` and the parameters it changed, after restoring them.
+        Exception
+            Whatever `function` raised, with a note naming `what`, after restoring.
+        """
+        snapshot = self.snapshot()
+        try:
+            value = function()
+        except BaseException as exc:
+            if self.changed_since(snapshot):
+                self.restore(snapshot)
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"raised by {what}")
+            raise
+        changed = self.changed_since(snapshot)
+        if changed:
+            self.restore(snapshot)
+            raise ValueError(
+                f"{what} modified the parameters {changed}; it is called before every "
+                "evaluation of the loss and must leave them as they are (they were "
+                "restored). Reset other state in it, e.g. a random seed")
+        return value
 
     def restore(self, snapshot: list[np.ndarray]) -> None:
-        """Write `snapshot` back into the user's arrays, bit for bit."""
+        """Put the user's own arrays back in their container, and write `snapshot`
+        back into them, bit for bit."""
+        entries = getattr(snapshot, "entries", ())
+        if entries and not _same_entries(self._entries(), entries):
+            if self.kind == "dict" and isinstance(self.params, MutableMapping):
+                self.params.clear()
+                self.params.update(entries)
+            elif self.kind == "list":
+                self.params[:] = [value for _, value in entries]
         for a, s in zip(self.arrays, snapshot):
             a[...] = s
+
+
+def _same_entries(now: tuple, before: tuple) -> bool:
+    """The same keys in the same order, each holding the very same object."""
+    return len(now) == len(before) and all(
+        k1 == k2 and v1 is v2 for (k1, v1), (k2, v2) in zip(now, before))
+
+
+class Snapshot(list):
+    """Copies of a layout's arrays (a list, in order), with the container's
+    entries at the time: ``entries`` holds (key, object) pairs."""
+
+    def __init__(self, copies: list[np.ndarray], entries: tuple) -> None:
+        super().__init__(copies)
+        self.entries = entries
 
 
 def as_layout(params: Any, name: str = "theta") -> ParamLayout:

@@ -303,7 +303,7 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
     import time
 
     from fastcheck._check import _invalid_result
-    from fastcheck._directional import ParamsModified, run_directional
+    from fastcheck._directional import ParamsModified, minimum_evals, run_directional
     from fastcheck._progress import progress_reporter, warn_if_long
 
     seed = options.seed
@@ -329,8 +329,11 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
                               eps_text=eps_text, notes=notes, progress=report)
 
     assert options.max_evals is not None
+    # max_evals bounds the run; what it plans is the directional test of every
+    # parameter (localisation only follows a failing one).
+    planned = min(options.max_evals, minimum_evals(sum(1 for a in layout.arrays if a.size)))
     estimate = warn_if_long(
-        seconds_per_eval, options.max_evals - evaluations,
+        seconds_per_eval, planned - evaluations,
         what=f"mode='directional' with max_evals={options.max_evals}",
         warn_seconds=warn_seconds, suggestion="Pass a smaller max_evals to bound it.",
         stacklevel=5)

@@ -17,6 +17,7 @@ for small models or a subset of the parameters, like gradient checking itself.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from fastcheck._check import analytic_gradient
-from fastcheck._evaluate import check_loss, check_method, default_eps, run_kernel
+from fastcheck._evaluate import (
+    WithBeforeEval,
+    check_loss,
+    check_method,
+    default_eps,
+    run_kernel,
+)
+from fastcheck._numerical import run_guarded
 from fastcheck._params import as_layout
 from fastcheck._verdict import relative_error
 
@@ -298,12 +306,9 @@ def eps_sweep(
                         f"{type(before_eval).__name__}")
     layout = as_layout(params)
     analytic = analytic_gradient(grad, layout)
-    if before_eval is not None:
-        user_loss = loss
-
-        def loss(p: Any) -> Any:
-            before_eval()
-            return user_loss(p)
+    if before_eval is not None:  # named, should it write into the parameters
+        layout.call_unchanged(before_eval, "before_eval()")
+        loss = WithBeforeEval(loss, before_eval)
 
     dtype = layout.lowest_precision
     errors: dict[str, np.ndarray] = {}
@@ -313,7 +318,8 @@ def eps_sweep(
     for m in methods:
         errs = np.full(grid.size, np.nan)
         for k, e in enumerate(grid):
-            raw = run_kernel(loss, layout, m, eps=float(e), relative=False)
+            raw = run_guarded(layout, functools.partial(
+                run_kernel, loss, layout, m, eps=float(e), relative=False))
             evaluations += raw.calls
             numerical = raw.derivative()
             if np.all(np.isfinite(numerical)):

@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Inputs", "OutputSpec", "cotangents", "flat_outputs", "grad_array", "leaves"]
+__all__ = ["Inputs", "OutputSpec", "cotangents", "flat_outputs", "grad_array", "leaves",
+           "refuse_shared_storage"]
 
 _REAL = (torch.float64, torch.float32)
 _COMPLEX = (torch.complex128, torch.complex64)
@@ -304,3 +305,18 @@ def cotangents(u: np.ndarray, outs: list[Any]) -> list[Any]:
             result.append(torch.from_numpy(piece.copy()).to(o.dtype))  # 0-d stays 0-d
             start += o.numel()
     return result
+
+
+def refuse_shared_storage(views: dict[str, np.ndarray], what: str) -> None:
+    """Tied weights, or one tensor passed twice, share storage: perturbing one
+    would move the other.  Said in torch's terms, before any evaluation."""
+    names = list(views)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.may_share_memory(views[a], views[b]) and np.shares_memory(
+                    views[a], views[b], max_work=10**6):
+                raise ValueError(
+                    f"{what} {a!r} and {b!r} share storage (tied weights, or the same "
+                    "tensor passed twice): perturbing one would move the other, so their "
+                    "gradients cannot be checked apart. Check with the weights untied "
+                    "(a .clone() of one, as a separate Parameter), or pass the tensor once")

@@ -113,9 +113,9 @@ def _call_unchanged(fn: Callable, args: tuple, layout: ParamLayout, what: str,
                     before_eval: Callable[[], Any] | None = None) -> Any:
     """Call fn(*args) at the unperturbed parameters (after before_eval, so that a
     seeded dropout mask is the same as in the evaluations); it must not change them."""
+    if before_eval is not None:  # named, should it write into the parameters
+        layout.call_unchanged(before_eval, "before_eval()")
     snapshot = layout.snapshot()
-    if before_eval is not None:
-        before_eval()
     try:
         value = fn(*args)
     except Exception as exc:
@@ -173,7 +173,8 @@ class _Projected:
 
     def __call__(self, params: Any) -> Any:
         y = _as_output(self.f(params), "f(params)", self.shape)
-        value = float(np.dot(self.u, y.ravel().astype(np.float64))) + self.offset
+        with np.errstate(invalid="ignore", over="ignore"):  # f's own NaN / inf
+            value = float(np.dot(self.u, y.ravel().astype(np.float64))) + self.offset
         # A float32 layer has float32 resolution: say so to check_grad (its tiers).
         return self.dtype.type(value) if self.dtype.itemsize < 8 else value
 
@@ -258,7 +259,8 @@ def check_vjp(
         terms = u64 * y0.ravel().astype(np.float64)
         # J_u(θ₀) = Σ|u_j f_j| (note e); adding Σ|u_j f_j| to a sum that is itself
         # -Σ|u_j f_j| (one output with u·f < 0) would make J_u(θ₀) exactly 0.
-        offset = float(np.sum(np.abs(terms))) - float(np.sum(terms))
+        with np.errstate(invalid="ignore", over="ignore"):  # f's own NaN / inf
+            offset = float(np.sum(np.abs(terms))) - float(np.sum(terms))
         loss = _Projected(f, u64, offset, shape, dtype)
         report = None
         if progress is not None:
@@ -282,6 +284,7 @@ class _Directional:
         self.fn = fn
         self.before_eval = before_eval
         self.snapshot = layout.snapshot()
+        self.expected = self.snapshot  # what the parameters hold during evaluate()
         self.base = [s.astype(np.float64) for s in self.snapshot]
         self.calls = 0
 
@@ -289,7 +292,19 @@ class _Directional:
         if self.before_eval is not None:
             self.before_eval()
         self.calls += 1
-        return self.fn()
+        value = self.fn()
+        self._untouched()
+        return value
+
+    def _untouched(self) -> None:
+        """The function (or before_eval) must have left the parameters as they were
+        set for it (θ, or θ ± h v in `pair`, whose restore would hide a write)."""
+        changed = self.layout.changed_since(self.expected)
+        if changed:
+            self.layout.restore(self.snapshot)
+            culprit = "the function" + (" (or before_eval)" if self.before_eval else "")
+            raise ValueError(f"{culprit} modified the parameters {changed} when called; "
+                             "it must only read them (they were restored)")
 
     def pair(self, v: list[np.ndarray | None], h: float
              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
@@ -300,18 +315,21 @@ class _Directional:
             for p, vp in enumerate(v):
                 if vp is not None:
                     layout.arrays[p][...] = base[p] + h * vp
+            self.expected = layout.snapshot()
             plus = self.evaluate()
             d = [None if vp is None else layout.arrays[p].astype(np.float64) - base[p]
                  for p, vp in enumerate(v)]
             for p, vp in enumerate(v):
                 if vp is not None:
                     layout.arrays[p][...] = base[p] - h * vp
+            self.expected = layout.snapshot()
             minus = self.evaluate()
             for p, vp in enumerate(v):
                 if vp is not None:
                     eff[p] = (d[p] + (base[p] - layout.arrays[p].astype(np.float64))) / (2 * h)
         finally:
             layout.restore(self.snapshot)
+            self.expected = self.snapshot
         return plus, minus, eff
 
 

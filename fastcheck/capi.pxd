@@ -4,6 +4,9 @@
 #                                  fc_options_init, fc_evaluate_f64, import_fastcheck)
 #     import_fastcheck()   # once, at module level; ImportError when versions differ
 #
+# Ctrl-C: opt.hook = fc_check_signals; after the run, with the GIL,
+# `if status == FC_ERR_STOPPED: fastcheck_raise_pending()` raises the interrupt.
+#
 # Build the extension with include_dirs=[fastcheck.get_include()].  The entry
 # points are called through the table published in the capsule
 # fastcheck._kernel._C_API (see fastcheck_capi.h), so the extension does not link
@@ -30,6 +33,7 @@ cdef extern from "fastcheck_capi.h":
         FC_ERR_INVALID
         FC_ERR_NOMEM
         FC_ERR_THREADS
+        FC_ERR_MODIFIED
 
     enum fc_eval_flags:
         FC_EVAL_CENTER
@@ -79,10 +83,27 @@ cdef extern from "fastcheck_capi.h":
 
     # Fetches the table and checks its version; raises ImportError otherwise.
     int import_fastcheck() except -1
+    # After a run stopped by fc_check_signals (status FC_ERR_STOPPED), with the GIL:
+    # raises the KeyboardInterrupt it left set (-1 means "an exception is set").
+    int fastcheck_raise_pending() except -1
 
 
 cdef extern from "fastcheck_capi.h" nogil:
     void fc_options_init(fc_options *opt)
+    void fc_result_init(fc_result *res)
+    const char *fc_validate_f64(const fc_block_f64 *blocks, fc_index nblocks,
+                                fc_loss_f64 loss, const fc_options *opt,
+                                const fc_result *out)
+    const char *fc_validate_f32(const fc_block_f32 *blocks, fc_index nblocks,
+                                fc_loss_f32 loss, const fc_options *opt,
+                                const fc_result *out)
+    # The ready Ctrl-C hook: `opt.hook = fc_check_signals`.  It is a C function
+    # that takes the GIL itself and leaves KeyboardInterrupt set when it stops the
+    # run, so it is declared noexcept: Cython must not look for an exception after
+    # it (a hook written in Cython that calls PyErr_CheckSignals, declared
+    # `except -1`, inside a `noexcept nogil` function would have Cython print and
+    # clear the interrupt -- "Exception ignored" -- and the run would go on).
+    int fc_check_signals(fc_index done, fc_index total, void *ctx) noexcept
     fc_index fc_total_size_f64(const fc_block_f64 *blocks, fc_index nblocks)
     fc_index fc_total_size_f32(const fc_block_f32 *blocks, fc_index nblocks)
     int fc_evaluate_f64(const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,

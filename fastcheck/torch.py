@@ -100,6 +100,7 @@ from fastcheck._torch_tensors import (
     flat_outputs,
     grad_array,
     input_view,
+    refuse_shared_storage,
 )
 from fastcheck._verdict import ComponentStatus, tiers_for
 from fastcheck._vjp import _check_count, _worst, check_vjp
@@ -202,6 +203,7 @@ def check_function(
                          "tensors to check, e.g. x.requires_grad_() (as for gradcheck)")
     inputs = Inputs([args[i] for i in checked], [f"arg{i}" for i in checked],
                     [f"argument {i}" for i in checked])
+    refuse_shared_storage(dict(zip(inputs.names, inputs.views)), "arguments")
     spec, values = _probe(fn, args, before_eval)
     if not spec.kept:
         return _check_empty(fn, args, inputs, spec)
@@ -417,6 +419,7 @@ def check_module(
         raise ValueError("the module has no parameter with requires_grad=True: nothing "
                          "to check")
     views = {n: input_view(p, f"parameter {n!r}") for n, p in named}
+    refuse_shared_storage(views, "parameters")
     tensors = [p for _, p in named]
 
     def scalar(value: Any) -> Any:

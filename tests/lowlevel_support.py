@@ -76,9 +76,14 @@ def load_module(name: str, path: str) -> Any:
     return module
 
 
+# A C consumer of the C API builds with these, as a careful third party would:
+# the header must not make it warn (issue 13).
+STRICT_WARNINGS = [] if sys.platform == "win32" else ["-Wall", "-Wextra", "-Werror"]
+
+
 def build_extension(name: str, sources: list[Path], build_dir: Path, *,
                     define_macros: list[tuple[str, str]] | None = None,
-                    cython: bool = False) -> str:
+                    cython: bool = False, extra_args: list[str] | None = None) -> str:
     """Build one extension module with setuptools into build_dir; return its path.
 
     Include folders: fastcheck.get_include() only, as for any consumer."""
@@ -94,7 +99,8 @@ def build_extension(name: str, sources: list[Path], build_dir: Path, *,
         local.append(str(copy))
     extension = Extension(name, sources=local, include_dirs=[fastcheck.get_include()],
                           define_macros=define_macros or [],
-                          extra_compile_args=STRICT_FP + (["-O1"] if cython else []))
+                          extra_compile_args=STRICT_FP + (["-O1"] if cython else [])
+                          + (extra_args or []))
 
     def build() -> str:
         extensions = [extension]
@@ -137,6 +143,7 @@ class Losses:
             "weighted_f64": (ctypes.c_int, [dp, n, dp, vp]),
             "failing_f64": (ctypes.c_int, [dp, n, dp, vp]),
             "slow_f64": (ctypes.c_int, [dp, n, dp, vp]),
+            "writing_f64": (ctypes.c_int, [dp, n, dp, vp]),
         }
         for name, (restype, argtypes) in typed.items():
             function = getattr(lib, name)
@@ -185,7 +192,8 @@ def c_consumer(tmp_path_factory: Any, name: str = "capi_consumer",
         if target_minor is not None:
             macros.append(("FASTCHECK_CAPI_TARGET_MINOR", str(target_minor)))
         path = build_extension(name, [HERE / "capi_consumer" / "consumer.c"],
-                               tmp_path_factory.mktemp(name), define_macros=macros)
+                               tmp_path_factory.mktemp(name), define_macros=macros,
+                               extra_args=STRICT_WARNINGS)
         _cache[key] = path if target_minor is not None else load_module(name, path)
     return _cache[key]
 

@@ -247,7 +247,9 @@ def test_unpicklable_exception_comes_back_as_runtime_error(pool):
 
 
 def test_loss_that_modifies_params_in_a_worker(pool):
-    with pytest.raises(ValueError, match=r"modified the parameters \['b'\] in a worker"):
+    # whichever shard reports first: the one perturbing b[0] sees the write while
+    # that component is perturbed (issue 13), the other one by its snapshot
+    with pytest.raises(ValueError, match=r"modified the parameters .*b.*executor worker"):
         run_kernel(ModifiesParams(), as_layout(make_params()), "central", executor=pool,
                    shards=2)
 

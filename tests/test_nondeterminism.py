@@ -52,9 +52,11 @@ def test_before_eval_is_called_before_every_evaluation():
     # every evaluation, and once before the grad callable (same state as the loss)
     assert result.evaluations == 2 * 3 + 1 + 3
     assert len(calls) == result.evaluations + 1
+    # with a gradient array too: once before the first evaluation, under a
+    # snapshot, to catch a before_eval that writes into the parameters
     fastcheck.check_grad(lambda t: float(np.sum(t**2)), 2 * theta, theta,
                          before_eval=lambda: calls.append(1))
-    assert len(calls) == 2 * result.evaluations + 1
+    assert len(calls) == 2 * result.evaluations + 2
 
 
 def test_before_eval_must_be_callable():

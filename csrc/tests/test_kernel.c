@@ -3,8 +3,12 @@
  * Built and run by csrc/tests/run.sh, normally under AddressSanitizer and
  * UndefinedBehaviorSanitizer.
  */
+#if !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 #include "fastcheck.h"
 
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +456,145 @@ static void test_invalid_arguments(void)
     CHECK(strcmp(fc_status_message(12345), "unknown status") == 0);
 }
 
+/* Every invalid option is refused before any evaluation, with a message. */
+static int count_calls(const fc_block_f64 *blocks, fc_index nblocks, double *value, void *ctx)
+{
+    (void)blocks;
+    (void)nblocks;
+    ++*(long *)ctx;
+    *value = 0.0;
+    return 0;
+}
+
+static void test_every_option_validated(void)
+{
+    double x[4] = {1, -2, 3, 4}, center, plus[4], minus[4], plus2[4], minus2[4], steps[4];
+    fc_block_f64 block = {x, 4, 1};
+    fc_index bad_index = 4;
+    const double bad_eps[] = {0.0, -1e-6, 1e300, INFINITY, NAN, 5.0};
+    fc_options opt;
+    fc_result res = FC_RESULT_INIT, zero;
+    long calls = 0;
+    size_t i;
+    /* the initialiser and fc_result_init agree, and fill everything */
+    memset(&zero, 0x5a, sizeof zero);
+    fc_result_init(&zero);
+    CHECK(zero.center == NULL && zero.plus == NULL && zero.minus == NULL);
+    CHECK(zero.plus2 == NULL && zero.minus2 == NULL && zero.step == NULL);
+    CHECK(zero.done == 0 && zero.failed_at == -1 && zero.callback_status == 0);
+    CHECK(res.failed_at == -1 && res.step == NULL);
+    res.center = &center;
+    res.plus = plus;
+    res.minus = minus;
+    for (i = 0; i < sizeof bad_eps / sizeof bad_eps[0]; i++) {
+        int threads;
+        for (threads = 1; threads <= 2; threads++) {
+            fc_options_init(&opt);
+            opt.eps = bad_eps[i];
+            opt.threads = threads;
+            CHECK(fc_evaluate_f64(&block, 1, count_calls, &calls, &opt, &res) ==
+                  FC_ERR_INVALID);
+            CHECK(fc_validate_f64(&block, 1, count_calls, &opt, &res) != NULL);
+        }
+    }
+    CHECK(strstr(fc_validate_f64(&block, 1, count_calls, &opt, &res), "step") != NULL);
+    opt.eps = 0.0;
+    CHECK(strstr(fc_validate_f64(&block, 1, count_calls, &opt, &res), "eps") != NULL);
+    /* per-component steps, relative steps above 1, unknown flags, NULL outputs */
+    fc_options_init(&opt);
+    steps[0] = steps[1] = steps[2] = 1e-6;
+    steps[3] = 0.0;
+    opt.eps_each = steps;
+    CHECK(fc_evaluate_f64(&block, 1, count_calls, &calls, &opt, &res) == FC_ERR_INVALID);
+    CHECK(res.failed_at == 3);
+    fc_options_init(&opt);
+    opt.relative = 1;
+    opt.eps = 1.5;
+    CHECK(fc_validate_f64(&block, 1, count_calls, &opt, &res) != NULL);
+    fc_options_init(&opt);
+    opt.evals = 64;
+    CHECK(strstr(fc_validate_f64(&block, 1, count_calls, &opt, &res), "evals") != NULL);
+    opt.evals = 0;
+    CHECK(fc_evaluate_f64(&block, 1, count_calls, &calls, &opt, &res) == FC_ERR_INVALID);
+    opt.evals = FC_EVAL_PLUS2;
+    CHECK(strstr(fc_validate_f64(&block, 1, count_calls, &opt, &res), "NULL") != NULL);
+    res.plus2 = plus2;
+    res.minus2 = minus2;
+    fc_options_init(&opt);
+    opt.indices = &bad_index;
+    opt.count = 1;
+    CHECK(strstr(fc_validate_f64(&block, 1, count_calls, &opt, &res), "indices") != NULL);
+    opt.count = -1;
+    CHECK(fc_evaluate_f64(&block, 1, count_calls, &calls, &opt, &res) == FC_ERR_INVALID);
+    /* a step that overflows */
+    fc_options_init(&opt);
+    x[1] = 1.7e308;
+    opt.eps = 1e307;
+    bad_index = 1;
+    opt.indices = &bad_index;
+    opt.count = 1;
+    opt.evals |= FC_EVAL_PLUS2;
+    CHECK(strstr(fc_validate_f64(&block, 1, count_calls, &opt, &res), "overflow") != NULL);
+    x[1] = -2;
+    CHECK(calls == 0); /* refused before the loss was called once */
+    calls = 0;
+    fc_options_init(&opt);
+    CHECK(fc_validate_f64(&block, 1, count_calls, &opt, &res) == NULL);
+    CHECK(fc_evaluate_f64(&block, 1, count_calls, &calls, &opt, &res) == FC_OK);
+    CHECK(calls == 9);
+    CHECK(x[0] == 1 && x[1] == -2 && x[2] == 3 && x[3] == 4);
+}
+
+/* A loss that writes into theta once (at its 5th call): the threaded path sees
+ * it in the thread's copy and reports FC_ERR_MODIFIED; the caller's theta is
+ * unchanged. */
+typedef struct {
+    long calls;
+    pthread_mutex_t lock;
+} writer_ctx;
+
+static int writing_loss(const fc_block_f64 *blocks, fc_index nblocks, double *value,
+                        void *ctx)
+{
+    writer_ctx *w = (writer_ctx *)ctx;
+    long call;
+    (void)nblocks;
+    pthread_mutex_lock(&w->lock);
+    call = ++w->calls;
+    pthread_mutex_unlock(&w->lock);
+    if (call == 5) {
+        blocks[0].data[0] += 1.0;
+    }
+    *value = blocks[0].data[0];
+    return 0;
+}
+
+static void test_loss_that_writes_theta(void)
+{
+    enum { N = 16 };
+    double x[N], saved[N], plus[N], minus[N], center;
+    fc_block_f64 block = {x, N, 1};
+    fc_options opt;
+    fc_result res = FC_RESULT_INIT;
+    writer_ctx w;
+    if (!fc_threads_available()) {
+        return;
+    }
+    fill(x, N, 3);
+    memcpy(saved, x, sizeof x);
+    w.calls = 0;
+    pthread_mutex_init(&w.lock, NULL);
+    fc_options_init(&opt);
+    opt.threads = 2;
+    res.center = &center;
+    res.plus = plus;
+    res.minus = minus;
+    CHECK(fc_evaluate_f64(&block, 1, writing_loss, &w, &opt, &res) == FC_ERR_MODIFIED);
+    CHECK(memcmp(saved, x, sizeof x) == 0);
+    CHECK(strstr(fc_status_message(FC_ERR_MODIFIED), "wrote") != NULL);
+    pthread_mutex_destroy(&w.lock);
+}
+
 int main(void)
 {
     test_seed_example();
@@ -463,6 +606,8 @@ int main(void)
     test_threads_match_serial();
     test_threads_failure();
     test_invalid_arguments();
+    test_every_option_validated();
+    test_loss_that_writes_theta();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;

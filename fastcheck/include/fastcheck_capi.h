@@ -45,6 +45,15 @@
  *     run with the GIL released, and on several threads (fc_options.threads).
  *  6. Define FASTCHECK_CAPI_NO_MACROS to keep the names of fastcheck.h as plain
  *     declarations and call through fastcheck_capi_table->... instead.
+ *  7. Ctrl-C (minor 1): set `opt.hook = fc_check_signals` (opt.hook_ctx unused).
+ *     It takes the GIL (PyGILState_Ensure: the caller may hold it or not) and runs
+ *     PyErr_CheckSignals; on Ctrl-C it leaves KeyboardInterrupt set and stops the
+ *     run, which returns FC_ERR_STOPPED with theta restored.  The kernel calls it
+ *     every opt.hook_every components (choose about 1 ms of work: taking the GIL
+ *     costs about a microsecond) and, with threads, every 20 ms from the calling
+ *     thread.  Then raise the interrupt with fastcheck_raise_pending().  Every
+ *     function here is `static inline`, so a file that includes this header only
+ *     for its types builds warning-free under -Wall -Wextra.
  */
 #ifndef FASTCHECK_CAPI_H
 #define FASTCHECK_CAPI_H
@@ -59,7 +68,7 @@ extern "C" {
 #endif
 
 #define FASTCHECK_CAPI_VERSION_MAJOR 1
-#define FASTCHECK_CAPI_VERSION_MINOR 0
+#define FASTCHECK_CAPI_VERSION_MINOR 1
 #define FASTCHECK_CAPI_VERSION \
     ((FASTCHECK_CAPI_VERSION_MAJOR << 16) | FASTCHECK_CAPI_VERSION_MINOR)
 #define FASTCHECK_CAPI_CAPSULE "fastcheck._kernel._C_API"
@@ -82,19 +91,35 @@ typedef struct fastcheck_capi {
     int (*threads_available)(void);
     fc_index (*total_size_f64)(const fc_block_f64 *blocks, fc_index nblocks);
     fc_index (*total_size_f32)(const fc_block_f32 *blocks, fc_index nblocks);
+    /* minor 1 */
+    void (*result_init)(fc_result *res);
+    const char *(*validate_f64)(const fc_block_f64 *blocks, fc_index nblocks,
+                                fc_loss_f64 loss, const fc_options *opt,
+                                const fc_result *out);
+    const char *(*validate_f32)(const fc_block_f32 *blocks, fc_index nblocks,
+                                fc_loss_f32 loss, const fc_options *opt,
+                                const fc_result *out);
+    fc_hook check_signals; /* note 7 */
     /* new entries go here, each with a minor version bump */
 } fastcheck_capi;
 
-/* Bytes of the table that minor 0 guarantees. */
+/* Bytes of the table that each minor guarantees. */
 #define FASTCHECK_CAPI_SIZE_MINOR_0 \
     (offsetof(fastcheck_capi, total_size_f32) + sizeof(fc_index (*)(void)))
+#define FASTCHECK_CAPI_SIZE_MINOR_1 \
+    (offsetof(fastcheck_capi, check_signals) + sizeof(fc_hook))
+#if FASTCHECK_CAPI_TARGET_MINOR >= 1
+#define FASTCHECK_CAPI_SIZE_TARGET FASTCHECK_CAPI_SIZE_MINOR_1
+#else
+#define FASTCHECK_CAPI_SIZE_TARGET FASTCHECK_CAPI_SIZE_MINOR_0
+#endif
 
 #ifndef FASTCHECK_CAPI_PROVIDER /* defined only when building fastcheck itself */
 
 static const fastcheck_capi *fastcheck_capi_table = NULL;
 
 /* Turn the exception in flight into an ImportError that says what failed. */
-static void fastcheck_capi__import_failed(void)
+static inline void fastcheck_capi__import_failed(void)
 {
     PyObject *text = NULL;
 #if PY_VERSION_HEX >= 0x030C0000
@@ -130,7 +155,7 @@ static void fastcheck_capi__import_failed(void)
  * Fetch the table and check its version (note 2).  Returns 0, or -1 with an
  * ImportError set.  Call it with the GIL held, e.g. in the module init function.
  */
-static int import_fastcheck(void)
+static inline int import_fastcheck(void)
 {
     const fastcheck_capi *api;
     unsigned int major, minor;
@@ -152,6 +177,7 @@ static int import_fastcheck(void)
                      minor);
         return -1;
     }
+#if FASTCHECK_CAPI_TARGET_MINOR > 0 /* (unsigned < 0 would warn under -Wtype-limits) */
     if (minor < (unsigned int)FASTCHECK_CAPI_TARGET_MINOR) {
         PyErr_Format(PyExc_ImportError,
                      "fastcheck C API too old: this extension needs C API %d.%d or "
@@ -161,12 +187,13 @@ static int import_fastcheck(void)
                      minor);
         return -1;
     }
-    if (api->size < FASTCHECK_CAPI_SIZE_MINOR_0) {
+#endif
+    if (api->size < FASTCHECK_CAPI_SIZE_TARGET) {
         PyErr_Format(PyExc_ImportError,
                      "fastcheck C API table is too small (%zu bytes, at least %zu "
                      "expected for version %u.%u): the capsule " FASTCHECK_CAPI_CAPSULE
                      " is damaged or not fastcheck's",
-                     api->size, (size_t)FASTCHECK_CAPI_SIZE_MINOR_0, major, minor);
+                     api->size, (size_t)FASTCHECK_CAPI_SIZE_TARGET, major, minor);
         return -1;
     }
     fastcheck_capi_table = api;
@@ -181,7 +208,22 @@ static int import_fastcheck(void)
 #define fc_threads_available (fastcheck_capi_table->threads_available)
 #define fc_total_size_f64 (fastcheck_capi_table->total_size_f64)
 #define fc_total_size_f32 (fastcheck_capi_table->total_size_f32)
+#define fc_result_init (fastcheck_capi_table->result_init)
+#define fc_validate_f64 (fastcheck_capi_table->validate_f64)
+#define fc_validate_f32 (fastcheck_capi_table->validate_f32)
+#define fc_check_signals (fastcheck_capi_table->check_signals)
 #endif
+
+/*
+ * After fc_evaluate_* returned FC_ERR_STOPPED because fc_check_signals saw
+ * Ctrl-C: the KeyboardInterrupt is set.  Returns -1 when an exception is set (so
+ * `return NULL` from the calling function raises it), 0 otherwise.  Call it with
+ * the GIL held.  (Cython: declared `except -1` in fastcheck/capi.pxd.)
+ */
+static inline int fastcheck_raise_pending(void)
+{
+    return PyErr_Occurred() != NULL ? -1 : 0;
+}
 
 #endif /* FASTCHECK_CAPI_PROVIDER */
 

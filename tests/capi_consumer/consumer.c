@@ -7,11 +7,15 @@
  * The module name comes from CONSUMER_NAME so the tests can build variants (one
  * targeting a C API minor version that does not exist yet).
  */
+#if !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 #define PY_SSIZE_T_CLEAN
 #include "fastcheck_capi.h"
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #ifndef CONSUMER_NAME
 #define CONSUMER_NAME capi_consumer
@@ -145,6 +149,101 @@ static PyObject *consumer_grad(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+/* A loss that sleeps `*(double *)ctx` seconds, then returns the quadratic: slow
+ * enough that only Ctrl-C ends a run in time. */
+static int sleepy_loss(const fc_block_f64 *blocks, fc_index nblocks, double *value,
+                       void *ctx)
+{
+    double seconds = *(const double *)ctx;
+    struct timespec pause;
+    pause.tv_sec = (time_t)seconds;
+    pause.tv_nsec = (long)((seconds - (double)pause.tv_sec) * 1e9);
+    nanosleep(&pause, NULL);
+    return quadratic_loss(blocks, nblocks, value, NULL);
+}
+
+/* slow_grad(theta, seconds, threads=1): central differences of sleepy_loss with
+ * the ready Ctrl-C hook, the GIL released.  KeyboardInterrupt on Ctrl-C (theta
+ * restored), else the list of derivatives. */
+static PyObject *consumer_slow_grad(PyObject *self, PyObject *args)
+{
+    PyObject *theta_obj, *grad = NULL;
+    Py_buffer theta;
+    double seconds, *work, center;
+    int threads = 1, status;
+    fc_block_f64 block;
+    fc_options opt;
+    fc_result res = FC_RESULT_INIT;
+    fc_index n, i;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Od|i", &theta_obj, &seconds, &threads)) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(theta_obj, &theta, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    n = (fc_index)(theta.len / (Py_ssize_t)sizeof(double));
+    work = (double *)malloc(sizeof(double) * 3 * (size_t)(n > 0 ? n : 1));
+    if (work == NULL) {
+        PyBuffer_Release(&theta);
+        return PyErr_NoMemory();
+    }
+    block.data = (double *)theta.buf;
+    block.size = n;
+    block.stride = 1;
+    fc_options_init(&opt);
+    opt.threads = threads;
+    opt.hook = fc_check_signals; /* Ctrl-C: note 7 of fastcheck_capi.h */
+    opt.hook_every = 1;          /* each component takes milliseconds */
+    res.center = &center;
+    res.plus = work;
+    res.minus = work + n;
+    res.step = work + 2 * n;
+    Py_BEGIN_ALLOW_THREADS
+    status = fc_evaluate_f64(&block, 1, sleepy_loss, &seconds, &opt, &res);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&theta);
+    if (status == FC_OK) {
+        grad = PyList_New(n);
+        for (i = 0; grad != NULL && i < n; i++) {
+            PyList_SET_ITEM(grad, i, PyFloat_FromDouble((work[i] - work[n + i]) /
+                                                        (2 * work[2 * n + i])));
+        }
+    } else if (fastcheck_raise_pending() == 0) { /* not Ctrl-C: say what it was */
+        PyErr_Format(PyExc_RuntimeError, "fastcheck: %s", fc_status_message(status));
+    }
+    free(work);
+    return grad;
+}
+
+/* check_eps(eps): (status, message) of fc_evaluate_f64 with fc_options.eps = eps
+ * on a small theta, and fc_validate_f64's message (None when valid). */
+static PyObject *consumer_check_eps(PyObject *self, PyObject *args)
+{
+    double eps, theta[3] = {1.0, 2.0, 3.0}, center, plus[3], minus[3];
+    fc_block_f64 block = {theta, 3, 1};
+    fc_options opt;
+    fc_result res;
+    const char *problem;
+    int status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "d", &eps)) {
+        return NULL;
+    }
+    fc_result_init(&res);
+    res.center = &center;
+    res.plus = plus;
+    res.minus = minus;
+    fc_options_init(&opt);
+    opt.eps = eps;
+    status = fc_evaluate_f64(&block, 1, quadratic_loss, NULL, &opt, &res);
+    problem = fc_validate_f64(&block, 1, quadratic_loss, &opt, &res);
+    if (problem == NULL) {
+        return Py_BuildValue("(iO)", status, Py_None);
+    }
+    return Py_BuildValue("(is)", status, problem);
+}
+
 /* reimport(): run import_fastcheck() again (the tests swap the capsule). */
 static PyObject *consumer_reimport(PyObject *self, PyObject *unused)
 {
@@ -168,6 +267,8 @@ static PyMethodDef consumer_methods[] = {
     {"grad", (PyCFunction)(void (*)(void))consumer_grad, METH_VARARGS | METH_KEYWORDS,
      "grad(theta, out, threads=1, nested=False)"},
     {"reimport", consumer_reimport, METH_NOARGS, "reimport()"},
+    {"slow_grad", consumer_slow_grad, METH_VARARGS, "slow_grad(theta, seconds, threads=1)"},
+    {"check_eps", consumer_check_eps, METH_VARARGS, "check_eps(eps)"},
     {"compiled_version", consumer_compiled_version, METH_NOARGS, "compiled_version()"},
     {NULL, NULL, 0, NULL},
 };

@@ -14,9 +14,17 @@ from libc.math cimport ldexp, pow
 from libc.stdint cimport intptr_t
 from libc.stdlib cimport free, malloc
 
-from fastcheck.capi cimport (FC_OK, fc_block_f64, fc_evaluate_f64, fc_index, fc_options,
-                             fc_options_init, fc_result, fc_status_message,
-                             import_fastcheck)
+from fastcheck.capi cimport (FC_ERR_STOPPED, FC_OK, fc_block_f64, fc_check_signals,
+                             fc_evaluate_f64, fc_index, fc_options, fc_options_init,
+                             fc_result, fc_result_init, fc_status_message,
+                             fastcheck_raise_pending, import_fastcheck)
+from libc.time cimport time_t
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int nanosleep(const timespec *req, timespec *rem)
 
 import_fastcheck()
 
@@ -104,3 +112,49 @@ cdef api int raising_cy(const double *x, Py_ssize_t n, double *out,
 cdef api int wrong_cy(double *x, int n, double *out, void *user_data) noexcept nogil:
     """A signature fastcheck does not accept (int n)."""
     return 0
+
+
+cdef int sleepy_loss(const fc_block_f64 *blocks, fc_index nblocks, double *value,
+                     void *ctx) noexcept nogil:
+    cdef double seconds = (<double *>ctx)[0]
+    cdef timespec pause
+    pause.tv_sec = <time_t>seconds
+    pause.tv_nsec = <long>((seconds - <double>pause.tv_sec) * 1e9)
+    nanosleep(&pause, NULL)
+    return block_loss(blocks, nblocks, value, NULL)
+
+
+def slow_grad(double[::1] theta, double seconds, int threads=1):
+    """Central differences of a slow loss with the ready Ctrl-C hook: raises
+    KeyboardInterrupt on Ctrl-C (theta restored), else returns the derivatives."""
+    cdef fc_block_f64 block
+    cdef fc_options opt
+    cdef fc_result res
+    cdef double center
+    cdef fc_index n = theta.shape[0], i
+    cdef double *work = <double *>malloc(sizeof(double) * 3 * (n if n > 0 else 1))
+    cdef int status
+    if work == NULL:
+        raise MemoryError()
+    block.data = &theta[0]
+    block.size = n
+    block.stride = 1
+    fc_options_init(&opt)
+    opt.threads = threads
+    opt.hook = fc_check_signals
+    opt.hook_every = 1
+    fc_result_init(&res)
+    res.center = &center
+    res.plus = work
+    res.minus = work + n
+    res.step = work + 2 * n
+    try:
+        with nogil:
+            status = fc_evaluate_f64(&block, 1, sleepy_loss, &seconds, &opt, &res)
+        if status == FC_ERR_STOPPED:
+            fastcheck_raise_pending()  # the KeyboardInterrupt the hook left set
+        if status != FC_OK:
+            raise RuntimeError(fc_status_message(status).decode())
+        return [(work[i] - work[n + i]) / (2 * work[2 * n + i]) for i in range(n)]
+    finally:
+        free(work)

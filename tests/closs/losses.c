@@ -134,3 +134,15 @@ int central_floor(loss_f64 loss, double *x, ptrdiff_t n, double eps, double *gra
     }
     return 0;
 }
+
+/* The quadratic, but its call number user_data[1] (counted in user_data[0],
+ * atomically: threads share it) first adds 1 to theta[0]: a loss that writes into
+ * its parameters once. */
+int writing_f64(double *x, ptrdiff_t n, double *out, void *user_data)
+{
+    long *state = (long *)user_data;
+    if (__atomic_add_fetch(&state[0], 1, __ATOMIC_SEQ_CST) == state[1]) {
+        x[0] += 1.0;
+    }
+    return quad_status_f64(x, n, out, NULL);
+}
