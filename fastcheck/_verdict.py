@@ -98,6 +98,7 @@ __all__ = [
     "relative_error",
     "tier_of",
     "tiers_for",
+    "tiers_for_unit",
 ]
 
 C_ROUND = 32.0
@@ -114,8 +115,10 @@ class ComponentStatus:
     NONFINITE_LOSS = 3    # the loss returned NaN/inf around it: cannot be checked
     NONFINITE_GRAD = 4    # the analytic gradient is NaN/inf there
     NOT_CHECKED = 5       # outside the components a partial check covered
+    UNRESOLVED = 6        # the arithmetic could not resolve it to the "ok" tier (_judge)
 
-    NAMES = ("ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient", "not checked")
+    NAMES = ("ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient", "not checked",
+             "unresolved")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,12 @@ def tiers_for(dtype: np.dtype) -> Tiers:
     """The tier bounds for parameters of `dtype` (note 1)."""
     u = float(np.finfo(dtype).eps) / 2
     return Tiers(np.dtype(dtype).name, u ** (7 / 16), u ** (5 / 16), u ** (3 / 16))
+
+
+def tiers_for_unit(unit: float, label: str) -> Tiers:
+    """The tier bounds for a loss that resolves like unit roundoff `unit` (note 1),
+    e.g. a float64 loss computed in float32 inside (_check, effective precision)."""
+    return Tiers(label, unit ** (7 / 16), unit ** (5 / 16), unit ** (3 / 16))
 
 
 def tier_of(rel_error: float, tiers: Tiers) -> str:

@@ -58,9 +58,10 @@ import numpy as np
 from fastcheck import _check
 from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
 from fastcheck._executor import check_executor
+from fastcheck._judge import Noise, judge_two_steps
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, _plain, build_result
-from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, Tiers, tiers_for
+from fastcheck._verdict import C_ROUND, ComponentStatus, Tiers, tiers_for
 
 __all__ = ["check_hvp", "check_jvp", "check_vjp"]
 
@@ -309,24 +310,14 @@ class _Directional:
         return plus, minus, eff
 
 
-def _judge(y0: np.ndarray, ys: list[np.ndarray], h1: float, h2: float, d1: np.ndarray,
-           d2: np.ndarray, g1: np.ndarray, g2: np.ndarray, scale: np.ndarray, unit: float,
-           tiers: Tiers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Numerical value, noise and status per component from two steps (note c)."""
-    with np.errstate(all="ignore"):
-        big = np.maximum(np.max(np.abs(np.stack([y0, *ys])), axis=0), scale)
-        delta = C_ROUND * unit * np.where(np.isfinite(big), big, 0.0)
-        e1, e2 = d1 - g1, d2 - g2
-        e_r = e2 + (e2 - e1) / (REFINE ** 2 - 1)
-        numerical = g2 + e_r
-        resolve = np.abs(e1 - e2)
-        noise = 1.1 * delta / h2 + resolve
-        floor = tiers.excellent * (np.abs(numerical) + np.abs(g2))
-        wrong = np.abs(e_r) > KAPPA * noise + floor
-        status = np.where(wrong, _S.WRONG, _S.OK).astype(np.int8)
-        status[~np.isfinite(numerical)] = _S.NONFINITE_LOSS
-        status[~(np.isfinite(g1) & np.isfinite(g2))] = _S.NONFINITE_GRAD
-    return numerical, noise, status
+def _judge(y0: np.ndarray, ys: list[np.ndarray], h1: float, h2: float, g1: np.ndarray,
+           g2: np.ndarray, scale: np.ndarray, unit: float, tiers: Tiers
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numerical value, noise and status per component from two steps (note c):
+    the one rule of :mod:`fastcheck._judge`, at its last level."""
+    delta = Noise(unit).delta(y0, *ys, scale)
+    return judge_two_steps(y0, h1, ys[0], ys[1], h2, ys[2], ys[3], g1, g2, delta,
+                           tiers.excellent)
 
 
 def _tangent(layout: ParamLayout, rng: np.random.Generator, eps: float | None,
@@ -470,8 +461,7 @@ def check_jvp(
                          .astype(np.float64).ravel())
             ys = [p1.ravel(), m1.ravel(), p2.ravel(), m2.ravel()]
             scale = np.full(m, np.max(np.abs(y0)))
-            nu, no, st = _judge(y0, ys, h1, h2, (ys[0] - ys[1]) / (2 * h1),
-                                (ys[2] - ys[3]) / (2 * h2), g[0], g[1], scale, unit, tiers)
+            nu, no, st = _judge(y0, ys, h1, h2, g[0], g[1], scale, unit, tiers)
             numerical.append(nu)
             noise.append(no)
             status.append(st)
@@ -578,9 +568,8 @@ def check_hvp(
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"{exc}. hvp(params, v) must return H·v in the structure "
                                 "of params") from None
-        numerical, noise, status = _judge(g0, [p1, m1, p2, m2], h1, h2, (p1 - m1) / (2 * h1),
-                                          (p2 - m2) / (2 * h2), g[0], g[1], scale, unit,
-                                          tiers)
+        numerical, noise, status = _judge(g0, [p1, m1, p2, m2], h1, h2, g[0], g[1], scale,
+                                          unit, tiers)
         results.append(build_result(
             layout, numerical, g[1], noise, status, tiers, evaluations=run.calls,
             seconds=time.perf_counter() - started, eps=eps_text, method="central",
