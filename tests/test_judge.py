@@ -173,6 +173,17 @@ def test_headline_agrees_with_a_confirmed_wrong_component():
     assert result.verdict == "wrong"
 
 
+@pytest.mark.parametrize(("sign", "verdict"), [(-1.0, "wrong"), (1.0, "excellent")])
+def test_a_kink_next_to_theta_is_refined_below(sign, verdict):
+    # |t - c| with t 1e-9 from the kink: steps of 1e-6 straddle it and show a kink
+    # shape; the probe far below sees a smooth function (used to be "3 kinks,
+    # excellent" for the wrong sign)
+    c = np.array([1.0, -0.5, 2.0])
+    result = fc.check_grad(lambda t: float(np.sum(np.abs(t - c))),
+                           lambda t: sign * np.sign(t - c), c + 1e-9)
+    assert result.verdict == verdict and result.n_kinks == 0, result.report()
+
+
 def test_only_kinks_is_never_excellent():
     theta = np.array([0.0, 0.0, 0.0])
     result = fc.check_grad(lambda t: float(np.sum(np.abs(t))), lambda t: np.ones(3), theta)

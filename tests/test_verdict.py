@@ -318,12 +318,13 @@ def test_extra_evaluations_are_two_per_suspect_per_level(monkeypatch):
     assert runs, "the kink components are evaluated again"
     for count, calls in runs:
         assert calls == 2 * count
-    # a kink is believed on the second level: 2 x suspects x 2 levels; and the
-    # noise is measured once, since there are suspects (8 or 16 evaluations)
-    assert [count for count, _ in runs] == [suspects, suspects]
+    # a kink is seen on the second level and believed after one probe far below
+    # (_judge note 5): 2 x suspects x 3 levels; and the noise is measured once,
+    # since there are suspects (8 to 24 evaluations)
+    assert [count for count, _ in runs] == [suspects, suspects, suspects]
     noise = result.extra["noise"]["evaluations"]
     assert noise in (8, 16, 24)
-    assert result.evaluations == 2 * n + 1 + 3 + 2 * suspects * 2 + noise
+    assert result.evaluations == 2 * n + 1 + 3 + 2 * suspects * 3 + noise
 
 
 def test_only_the_wrong_component_is_evaluated_again(monkeypatch):
