@@ -23,15 +23,18 @@ fastcheck.torch.  The notes of _verdict (1-7) explain the tests; these add:
    step far wider than the loss's own scale (_verdict note 6) shows slopes far
    from it, and stays undecided.
 3. Steps up.  A component whose resolution (KAPPA x noise + floor) is worse than
-   the "ok" tier of its own size -- or of ‖numerical‖ + ‖analytic‖, the
-   denominator of the relative error, whichever is larger -- is refined upward,
+   the "ok" tier of its own size -- or of (‖numerical‖ + ‖analytic‖) / sqrt(m),
+   the share of one of m components in the denominator of the relative error,
+   whichever is larger -- is refined upward,
    4h, 16h, ... (at most UPWARD_LEVELS), until rounding no longer limits it or
    truncation, measured as a change between steps beyond rounding, takes over.
    Suspects limited by rounding go up the same way.
    Whether a step resolves enough is judged with the error Richardson leaves
    (the change between the steps over ratio**2 - 1), the usual estimate; the
    verdict itself waits for the h**2 law to be confirmed (_verdict note 6).
-4. Honest limits.  What is still not resolved after that gets the status
+4. Honest limits.  What is still not resolved after that -- an error hiding in
+   it could move the relative error past the "ok" tier, i.e. KAPPA x noise +
+   floor > ok x (‖numerical‖ + ‖analytic‖) -- gets the status
    UNRESOLVED: neither ok nor wrong, and the verdict is "unresolved" (not
    passed) unless a component is confirmed wrong.  The detection limit of a
    check is the largest error a single checked component could carry unflagged
@@ -75,6 +78,9 @@ REFINE_LEVELS = 8
 # MAX_STEP x max(1, |theta_i|).
 UPWARD_LEVELS = 8
 MAX_STEP = 0.25
+# The first step up may jump this many levels at once (to where rounding meets
+# the resolution wanted).
+FIRST_JUMP = 5
 # A pair J(theta + h) - J(theta - h) within this many ulps of J is not resolved.
 ULPS_UNRESOLVED = 4
 
@@ -154,10 +160,13 @@ def _rounding_err(raw: RawEvaluations, noise: Noise, err: np.ndarray) -> np.ndar
 
 
 def _scale(numerical: np.ndarray, analytic: np.ndarray) -> float:
-    """‖numerical‖ + ‖analytic‖ over finite components, the denominator of the
-    relative error: an error e in one component moves it by e / that (note 3)."""
+    """(‖numerical‖ + ‖analytic‖) / sqrt(m) over the m finite components: errors of
+    that size in every component make a relative error of 1 (note 3)."""
     keep = np.isfinite(numerical) & np.isfinite(analytic)
-    return float(np.linalg.norm(numerical[keep]) + np.linalg.norm(analytic[keep]))
+    m = int(np.count_nonzero(keep))
+    if m == 0:
+        return 0.0
+    return float(np.linalg.norm(numerical[keep]) + np.linalg.norm(analytic[keep])) / math.sqrt(m)
 
 
 def poorly_resolved(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray,
@@ -173,11 +182,16 @@ def poorly_resolved(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray
 
 def mark_unresolved(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray,
                     status: np.ndarray, tiers: Tiers) -> np.ndarray:
-    """Set OK components that are still poorly resolved to UNRESOLVED (note 4)."""
+    """Set OK components that are still poorly resolved to UNRESOLVED (note 4).
+
+    Poorly resolved here means against the "ok" tier of ‖numerical‖ + ‖analytic‖
+    (not its share per component, which the refinement aims at): an error hiding
+    in that one component could move the relative error past the "ok" tier.
+    """
     ok = status == _S.OK
     if not np.any(ok):
         return status
-    rms = _scale(numerical[ok], analytic[ok])
+    rms = _scale(numerical[ok], analytic[ok]) * math.sqrt(np.count_nonzero(ok))
     poor = ok & poorly_resolved(numerical, analytic, err, tiers, rms)
     status = status.copy()
     status[poor] = _S.UNRESOLVED
@@ -374,7 +388,18 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
     if name in ("central4", "richardson"):
         upward[:] = (upward_only & upward) if upward_only is not None else False
     factor = np.where(upward, REFINE, 1 / REFINE)
+    if target is not None:
+        # Up: start at the step whose rounding alone takes half the target
+        # (note 3), rather than climbing there 4x at a time.
+        with np.errstate(all="ignore"):
+            goal = 2 * KAPPA * 1.1 * rounding0 * h / target
+        jump = np.clip(np.nan_to_num(goal / h, nan=REFINE, posinf=REFINE), REFINE,
+                       np.maximum(REFINE, np.minimum(REFINE ** FIRST_JUMP,
+                                                     MAX_STEP * top / h)))
+        factor = np.where(upward, jump, factor)
     for level in range(1, levels + 1):
+        if level == 2:
+            factor = np.where(upward, REFINE, factor)
         new = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=flat[todo],
                          eps_each=h[todo] * factor[todo], with_center=False, threads=threads)
         evaluations += new.calls

@@ -80,7 +80,8 @@ def test_tier_of_boundaries():
     (np.float64, 1e-2, 0.0, "wrong"),
     (np.float32, 0.0, 0.0, "excellent"),
     (np.float32, 1e-3, 0.0, "excellent"),
-    (np.float32, 3e-3, 10.0, "ok"),
+    # (was "ok": the measured noise and larger steps now resolve a 0.3 % error)
+    (np.float32, 3e-3, 10.0, "suspicious"),
     (np.float32, 3e-3, 0.0, "suspicious"),  # resolvable at larger steps: a bug
     (np.float32, 3e-2, 0.0, "suspicious"),
     (np.float32, 1e-1, 0.0, "wrong"),
