@@ -12,9 +12,10 @@ The steps, in order (each has a reason):
    at the same point (dropout left on, unseeded sampling) makes any verdict about
    the gradient meaningless: say so instead.
 4. The kernel evaluates every component (central: J(theta +- h e_i), J(theta)).
-5. The noise model (see _verdict) marks suspects without further evaluations; only
-   suspects are evaluated again at h / 4 to tell bugs from noise, truncation and
-   kinks.
+5. The judge (_judge) marks suspects from the noise model without further
+   evaluations; only when there are suspects (or components too coarse for the
+   "ok" tier) is the noise measured (_noise) and are those components evaluated
+   again at smaller or larger steps to tell bugs from noise, truncation and kinks.
 
 mode="directional" and mode="sample" branch off after step 3 (see _directional
 and _sample); their components checked one by one go through steps 4 and 5.
@@ -221,12 +222,15 @@ def check_grad(
         callable), e.g. to reset a random seed so that a loss with dropout
         becomes deterministic.
     refine : bool
-        Re-evaluate suspicious components at smaller steps (h/4, h/16, ...) to
-        tell bugs from noise, truncation and kinks: 2 more evaluations per
-        suspect and level, only while it is undecided (usually 1 level, 2 for a
-        kink, up to 8 where the step is wider than the loss's own scale), none
-        for components that pass.  False: judge from the first evaluations
-        alone (suspects are then called wrong, kinks included).
+        Re-evaluate suspicious components at smaller steps (h/4, h/16, ...), or
+        at larger ones where rounding limits them, to tell bugs from noise,
+        truncation and kinks: 2 more evaluations per suspect and level, only
+        while it is undecided (usually 1 level, 3 for a kink, up to 8 where the
+        step is wider than the loss's own scale), none for components that pass;
+        and measure the loss's noise once (8 to 24 evaluations) when there are
+        suspects or components too coarse for the "ok" tier.  False: judge from
+        the first evaluations alone (suspects are then called wrong, kinks
+        included).
     threads : int
         Worker threads, for a C loss declared thread-safe
         (``fastcheck.CLoss(f, thread_safe=True)``); each thread works on a private

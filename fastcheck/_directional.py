@@ -23,9 +23,12 @@ Design notes (the code refers to them):
 4. The step is relative to the block's scale, h = eps0 max(1, |theta_block|_inf) /
    |v|_inf, eps0 the default central step of the dtype (or the user's eps, then
    absolute).  A direction whose first mismatch exceeds its tolerance is
-   evaluated again at h/4, h/16, ... and judged like a component in check_grad's
-   second look: a bug's mismatch does not depend on the step, truncation and
-   noise do; a kink keeps its one-sided slopes apart.
+   evaluated again at h/4, h/16, ... (or at larger steps when rounding limits
+   it) and judged by the same rule as a component, fastcheck._judge.assess: a
+   bug's mismatch does not depend on the step, truncation and noise do; a kink
+   keeps its one-sided slopes apart.  A direction that looked off (or too coarse
+   for the "ok" tier) first has the noise measured (_noise, once per check); one
+   that cannot be resolved to the "ok" tier is "unresolved", not passed.
 5. Localisation is group testing with additive measurements.  A failing block
    is split in two halves of contiguous flat indices; the direction restricted
    to the left half is measured (2 evaluations).  When it passes, the right half

@@ -304,7 +304,9 @@ class GradCheckResult:
                else ")")
             for p in bad)
         if good:
-            tiers = sorted({p.verdict for p in good}, key=TIERS.index)
+            order = (*TIERS, "unresolved", "not checked")
+            tiers = sorted({p.verdict for p in good},
+                           key=lambda v: order.index(v) if v in order else len(order))
             rest = "every other parameter is " + " or ".join(tiers)
             return f"{said}; {rest}."
         return said + "."

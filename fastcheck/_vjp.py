@@ -30,12 +30,13 @@ b. The represented perturbation.  θ ± h v is rounded when written into the
    float64, and by linearity the directional difference approximates J·(d₊ + d₋)/2h.
    So the tangent given to jvp / hvp is v_eff = (d₊ + d₋) / 2h, not v: the
    comparison carries no rounding of the step.
-c. Two steps, h and h/4 (four evaluations per vector, for every output at once).
-   With e = numerical − analytic at each step, the Richardson value
-   e_R = e₂ + (e₂ − e₁)/15 removes the h² truncation, and |e₁ − e₂| measures what
-   the arithmetic can resolve.  A component is wrong when
-   |e_R| > KAPPA · (rounding + |e₁ − e₂|) + excellent · (|numerical| + |analytic|),
-   with rounding = 1.1 δ / h₂ and δ = C_ROUND · u · scale (_verdict notes 2-4).
+c. Two steps, h and h/4 (four evaluations per vector, for every output at once),
+   judged by the one rule of fastcheck._judge (judge_two_steps): with
+   e = numerical − analytic at each step, the Richardson value e_R removes the h²
+   truncation, |e₁ − e₂| measures what the arithmetic can resolve, and a
+   component is wrong only when the miss is stable and the differences resolved
+   (_judge note 2), with δ = C_ROUND · u · scale (_verdict note 2).  What the two
+   steps cannot resolve is "unresolved".
 d. The scale of δ.  A computed array (an output of f, a gradient) can cancel
    inside: a component near 0 may be the difference of large terms and carry
    their rounding.  δ therefore uses the largest magnitude in the same array
@@ -68,7 +69,8 @@ __all__ = ["check_hvp", "check_jvp", "check_vjp"]
 _S = ComponentStatus
 # The second step is h / REFINE (note c).
 REFINE = 4.0
-_SEVERITY = {"excellent": 0, "ok": 1, "suspicious": 2, "wrong": 3, "nondeterministic": 4,
+_SEVERITY = {"excellent": 0, "ok": 1, "unresolved": 1.5, "suspicious": 2, "wrong": 3,
+             "nondeterministic": 4,
              "invalid": 5}
 
 
