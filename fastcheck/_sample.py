@@ -245,7 +245,10 @@ class PartialCheck:
             self.noise if self.noise is not None else Noise(self.unit), self.tiers,
             refine=self.refine, threads=self.threads, calibrate=self.calibration(),
             affordable=affordable)
-        self.spend(jd.evaluations, phase)
+        calibration = self.calibration()
+        noise_spent = calibration.evaluations - self.phases.get("noise", 0)
+        self.spend(noise_spent, "noise")
+        self.spend(jd.evaluations - noise_spent, phase)
         self.noise, self.tiers = jd.noise, jd.tiers
         if jd.unrefined:
             self.phases["unrefined"] = self.phases.get("unrefined", 0) + jd.unrefined

@@ -59,7 +59,7 @@ import numpy as np
 from fastcheck import _check
 from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
 from fastcheck._executor import check_executor
-from fastcheck._judge import Noise, judge_two_steps
+from fastcheck._judge import Noise, detection_limit, judge_two_steps
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, _plain, build_result
 from fastcheck._verdict import C_ROUND, ComponentStatus, Tiers, tiers_for
@@ -147,6 +147,10 @@ def _combine(results: list[GradCheckResult], kind: str, vectors: str, seed: Any,
                 "wrong_parameters": [p.name for p in r.parameters if p.wrong]}
                for i, r in enumerate(results)]
     worst.extra = {**worst.extra, "vectors": summary, "shown": k, "seed": seed}
+    if math.isnan(worst.detection_limit) and worst.tiers is not None:
+        worst.detection_limit = detection_limit(worst.numerical_flat, worst.analytic_flat,
+                                                worst.noise_flat, worst.status,
+                                                worst.tiers.excellent)
     worst.evaluations = sum(r.evaluations for r in results)
     worst.seconds = sum(r.seconds for r in results)
     worst.mode = mode

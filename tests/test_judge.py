@@ -249,3 +249,20 @@ def test_effective_precision_of_a_float32_loss_behind_float64():
     est = measure_noise(loss, as_layout(theta))
     prec = effective_precision(est, loss(theta), 2.0**-53, "float64", 40.0)
     assert prec.tier_unit > 1e-9 and "float32" in prec.line
+
+
+def test_detection_limit_of_jvp_and_hvp():
+    theta = np.random.default_rng(0).standard_normal(5)
+    r = fc.check_jvp(lambda t: np.sin(t), lambda t, v: np.cos(t) * v, theta)
+    assert r.passed and math.isfinite(r.detection_limit)
+    r = fc.check_hvp(lambda t: np.cos(t), lambda t, v: -np.sin(t) * v, theta)
+    assert r.passed and math.isfinite(r.detection_limit)
+
+
+def test_noise_cost_is_stated_per_phase_in_sample_mode():
+    result = fc.check_grad(_float32_logistic, _logistic_grad, W.copy(), mode="sample", k=10,
+                           seed=0)
+    phases = result.extra["evaluations_by_phase"]
+    assert phases["noise"] == result.extra["noise"]["evaluations"] > 0
+    assert sum(phases.values()) == result.evaluations - 1   # + J(theta) once more after
+    assert result.passed
