@@ -52,6 +52,7 @@ from fastcheck._judge import (
     status_notes,
 )
 from fastcheck._lowlevel import CLoss
+from fastcheck._noise import check_noise_option
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._progress import (
     check_progress,
@@ -174,6 +175,7 @@ def check_grad(
     progress: bool | Callable[[int, int], Any] | None = None,
     warn_seconds: float | None = 60.0,
     executor: Any = None,
+    noise: str | float = "auto",
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -256,6 +258,14 @@ def check_grad(
         (a module-level function; cloudpickle, when installed, also takes lambdas
         and closures), and the loss must read the parameters from its argument.
         A C loss cannot cross processes: use `threads` for it.
+    noise : {"auto", "model"} or float
+        The noise of one loss evaluation, which every verdict rests on.  "auto"
+        (default): modelled as 32 u |J|, and measured near θ (8 to 24
+        evaluations along a random direction) when the first look finds suspects
+        or components it cannot resolve; the report then says in one line what
+        the loss resolves.  "model": never measured.  A number > 0: the known
+        absolute error of one evaluation (e.g. a solver's tolerance times |J|),
+        used instead of a measurement.
 
     Returns
     -------
@@ -278,6 +288,7 @@ def check_grad(
     threads = check_threads(threads)
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
+    noise = check_noise_option(noise)
     progress = check_progress(progress)
     warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):
@@ -353,7 +364,7 @@ def check_grad(
                 method=method, step=step, relative=relative, refine=refine, threads=threads,
                 evaluations=evaluations, seconds_per_eval=min(probe_seconds),
                 progress=progress, warn_seconds=warn_seconds, eps_text=eps_text,
-                notes=extra_notes, started=started, executor=executor)
+                notes=extra_notes, started=started, executor=executor, noise=noise)
             return _finish_partial(result, loss, layout, analytic, snapshot, probes, unit,
                                    started)
 
@@ -387,13 +398,14 @@ def check_grad(
                 eps_text, method, mode, "before, during and after the check")
 
         # Step 5: the verdict (_judge).
-        calibration = Calibration(loss, layout, probes[0], unit, tiers)
+        calibration = Calibration(loss, layout, probes[0], unit, tiers,
+                                  given=noise if isinstance(noise, float) else None)
         jd = judge_components(
             loss, layout, raw, analytic, layout.values(), Noise(unit), tiers, refine=refine,
             threads=threads,
             # the loss's coarser dtype set the step (above): start from its too
             step_dtype=loss_dtype if eps is None and step is not None else None,
-            calibrate=calibration)
+            calibrate=calibration if noise != "model" else None)
         evaluations += jd.evaluations
         numerical, noise, status, tiers = jd.numerical, jd.err, jd.status, jd.tiers
     except BaseException:

@@ -433,7 +433,8 @@ class _Directional:
         the noise model or the tiers changed."""
         check = self.check
         calibration = check.calibration()
-        if calibration.estimate is not None or check.remaining < 16 + 2:
+        if (check.noise_option == "model" or calibration.estimate is not None
+                or check.remaining < 24 + 2):
             return False
         found = calibration(check.analytic, check.analytic, check.values())
         check.spend(calibration.evaluations, "noise")

@@ -57,7 +57,13 @@ from typing import Any
 import numpy as np
 
 from fastcheck._evaluate import RawEvaluations, default_eps, run_kernel
-from fastcheck._noise import NoiseEstimate, Precision, effective_precision, measure_noise
+from fastcheck._noise import (
+    NoiseEstimate,
+    Precision,
+    effective_precision,
+    given_noise,
+    measure_noise,
+)
 from fastcheck._params import ParamLayout
 from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, Tiers, tiers_for_unit
 
@@ -536,7 +542,9 @@ def judge_components(loss: Callable, layout: ParamLayout, raw: RawEvaluations,
     # is a guess that a smaller step settles (and is large at a harmless kink).
     rounding = _rounding_err(raw, noise, err)
     poor = poorly_resolved(numerical, analytic, rounding, tiers) & (status == _S.OK)
-    if calibrate is not None and can_refine and (np.any(suspect) or np.any(poor)):
+    given = getattr(calibrate, "given", None) is not None
+    if calibrate is not None and ((can_refine and (np.any(suspect) or np.any(poor)))
+                                  or given):
         calibrated = calibrate(numerical, analytic, x)
         if calibrated is not None:
             noise, tiers, spent = calibrated
@@ -575,9 +583,10 @@ class Calibration:
     """
 
     def __init__(self, loss: Callable, layout: ParamLayout, center: float, unit: float,
-                 tiers: Tiers) -> None:
+                 tiers: Tiers, given: float | None = None) -> None:
         self.loss, self.layout, self.center = loss, layout, center
         self.unit, self.tiers = unit, tiers
+        self.given = given   # check_grad's noise= as a number: used, not measured
         self.estimate: NoiseEstimate | None = None
         self.precision: Precision | None = None
         self.result: tuple[Noise, Tiers, int] | None = None
@@ -587,8 +596,8 @@ class Calibration:
                  ) -> tuple[Noise, Tiers, int] | None:
         if self.estimate is not None:
             return self.result if self.result is None else (*self.result[:2], 0)
-        est = measure_noise(self.loss, self.layout,
-                            model_delta=C_ROUND * self.unit * abs(self.center))
+        est = given_noise(self.given) if self.given is not None else measure_noise(
+            self.loss, self.layout, model_delta=C_ROUND * self.unit * abs(self.center))
         self.estimate, self.evaluations = est, est.evaluations
         with np.errstate(all="ignore"):
             size = np.fmax(np.abs(numerical), np.abs(analytic)) * np.maximum(1.0, np.abs(x))

@@ -62,7 +62,10 @@ import numpy as np
 from fastcheck import _kernel
 from fastcheck._params import ParamLayout
 
-__all__ = ["NoiseEstimate", "measure_noise", "noise_from_table"]
+__all__ = ["NOISE_OPTIONS", "NoiseEstimate", "check_noise_option", "given_noise",
+           "measure_noise", "noise_from_table"]
+
+NOISE_OPTIONS = ("auto", "model")
 
 TABLE_POINTS = 8        # evaluations per table (note 2)
 MAX_ORDER = 5           # highest difference order tried
@@ -94,7 +97,8 @@ class NoiseEstimate:
         "measured"; "bounded" (no order looked like pure noise: `delta` is an
         upper bound from the smallest sigma_k, used only when it is below the
         rounding model); "constant" (J took one value at every point); or
-        "feature" (what looked like noise shrank with the spacing, note 7).
+        "feature" (what looked like noise shrank with the spacing, note 7); or
+        "given" (the user's ``noise=``, nothing evaluated).
     exact_in : str
         The narrowest of float16, float32, float64 that holds every value of the
         table exactly: a loss computed in float32 returns float32 values, even
@@ -224,6 +228,34 @@ def measure_noise(loss: Callable[[Any], Any], layout: ParamLayout, *, seed: int 
     return NoiseEstimate(delta, sigma, order, evaluations, spacing, status, exact)
 
 
+def check_noise_option(noise: Any) -> str | float:
+    """Validate check_grad's ``noise=`` before anything is evaluated.
+
+    "auto" (measure when it matters), "model" (never measure: the rounding model
+    C_ROUND u |J| only), or a number > 0: the known absolute error of one
+    evaluation (a solver's tolerance times |J|, say), used instead of a measurement.
+    """
+    if isinstance(noise, str):
+        if noise not in NOISE_OPTIONS:
+            raise ValueError(f"noise={noise!r}: expected 'auto' (measure the loss's noise "
+                             "when it matters), 'model' (never measure) or a number > 0 "
+                             "(the absolute error of one loss evaluation)")
+        return noise
+    if isinstance(noise, (bool, np.bool_)) or not isinstance(noise, (int, float, np.number)):
+        raise TypeError(f"noise must be 'auto', 'model' or a number > 0 (the absolute error "
+                        f"of one loss evaluation), got {type(noise).__name__}")
+    value = float(noise)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"noise={noise!r}: the absolute error of one loss evaluation must "
+                         "be a finite number > 0")
+    return value
+
+
+def given_noise(delta: float) -> NoiseEstimate:
+    """The estimate for a noise the user gave (``noise=`` a number): no evaluation."""
+    return NoiseEstimate(delta, delta / NOISE_BOUND, 0, 0, math.nan, "given")
+
+
 # ------------------------------------------------------------------ effective precision
 _NAMED = (("float64", 2.0**-53), ("float32", 2.0**-24), ("float16", 2.0**-11))
 # The coarsest resolution tiers are derived for: beyond it a relative error of a few
@@ -279,7 +311,7 @@ def effective_precision(est: NoiseEstimate, center: float, unit: float, dtype_na
        (its differences are float64-accurate, its steps float32-limited) and the
        float64 noise model.
     """
-    if est.status != "measured" or not math.isfinite(center):
+    if est.status not in ("measured", "given") or not math.isfinite(center):
         # A bound says nothing about the effective precision; the judge may still use
         # it to tighten the rounding model (_judge.Calibration).
         return Precision(unit, unit, dtype_name, "")
@@ -288,7 +320,9 @@ def effective_precision(est: NoiseEstimate, center: float, unit: float, dtype_na
     scale = min(abs(center), variation) if variation > 0 else abs(center)
     coarse = est.sigma / scale if scale > 0 else math.inf
     how = (f"noise measured along a random direction ({est.evaluations} evaluations): "
-           f"one evaluation is accurate to about {est.delta:.2g}")
+           f"one evaluation is accurate to about {est.delta:.2g}"
+           if est.status == "measured" else
+           f"noise given: one evaluation is accurate to about {est.delta:.2g}")
     finer_values = est.exact_in == "float64" or (
         est.exact_in == "float32" and unit > 2.0**-24)
     if relative < unit / 8 and unit > 2.0**-53 and finer_values:

@@ -177,6 +177,7 @@ class PartialCheck:
     executor: Any = None
     phases: dict = field(default_factory=dict)
     noise: Noise | None = None
+    noise_option: str | float = "auto"   # check_grad's noise= (validated)
     judged: list = field(default_factory=list, repr=False)
     _x: np.ndarray | None = field(default=None, repr=False)
     _calibration: Calibration | None = field(default=None, repr=False)
@@ -243,7 +244,8 @@ class PartialCheck:
         jd = judge_components(
             self.loss, self.layout, raw, analytic, self.values()[flat],
             self.noise if self.noise is not None else Noise(self.unit), self.tiers,
-            refine=self.refine, threads=self.threads, calibrate=self.calibration(),
+            refine=self.refine, threads=self.threads,
+            calibrate=self.calibration() if self.noise_option != "model" else None,
             affordable=affordable)
         calibration = self.calibration()
         noise_spent = calibration.evaluations - self.phases.get("noise", 0)
@@ -279,8 +281,9 @@ class PartialCheck:
     def calibration(self) -> Calibration:
         """The one noise measurement of this check (made when the judge asks)."""
         if self._calibration is None:
+            given = self.noise_option if isinstance(self.noise_option, float) else None
             self._calibration = Calibration(self.loss, self.layout, self.center, self.unit,
-                                            self.tiers)
+                                            self.tiers, given=given)
         return self._calibration
 
 
@@ -343,7 +346,8 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
                 method: str, step: float | None, relative: bool, refine: bool, threads: int,
                 evaluations: int, seconds_per_eval: float, progress: Any,
                 warn_seconds: float | None, eps_text: str, notes: list[str],
-                started: float, executor: Any = None) -> GradCheckResult:
+                started: float, executor: Any = None,
+                noise: str | float = "auto") -> GradCheckResult:
     """Run mode="sample" or mode="directional" after check_grad's probes."""
     import time
 
@@ -355,7 +359,7 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
     if seed is None:
         seed = int(np.random.default_rng().integers(2**32))
     check = PartialCheck(loss, layout, analytic, center, unit, tiers, method, step, relative,
-                         refine, threads, evaluations, executor=executor)
+                         refine, threads, evaluations, executor=executor, noise_option=noise)
     check.phases["probes"] = evaluations
 
     def seconds() -> float:

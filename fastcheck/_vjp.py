@@ -60,6 +60,7 @@ from fastcheck import _check
 from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
 from fastcheck._executor import check_executor
 from fastcheck._judge import Noise, detection_limit, judge_two_steps
+from fastcheck._noise import check_noise_option
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, _plain, build_result
 from fastcheck._verdict import C_ROUND, ComponentStatus, Tiers, tiers_for
@@ -196,6 +197,7 @@ def check_vjp(
     refine: bool = True,
     progress: Callable[[int, int], Any] | None = None,
     executor: Any = None,
+    noise: str | float = "auto",
 ) -> GradCheckResult:
     """Check a hand-written vector-Jacobian product (a layer's backward pass).
 
@@ -218,7 +220,7 @@ def check_vjp(
         Random cotangents (>= 1).  Each costs one full gradient check.
     seed : int or None
         Seed of the cotangents (standard normal entries).
-    eps, method, mode, before_eval, refine, progress, executor
+    eps, method, mode, before_eval, refine, progress, executor, noise
         As for :func:`fastcheck.check_grad`.
 
     Returns
@@ -239,6 +241,7 @@ def check_vjp(
     n_cotangents = _check_count(n_cotangents, "n_cotangents")
     check_method(method, _check.CHECK_METHODS)
     check_eps(eps)
+    check_noise_option(noise)
     if mode not in _check.MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(_check.MODES)}")
     check_executor(executor, f)
@@ -267,7 +270,8 @@ def check_vjp(
                 progress(_k * total + done, n_cotangents * total)
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
-            before_eval=before_eval, refine=refine, progress=report, executor=executor))
+            before_eval=before_eval, refine=refine, progress=report, executor=executor,
+            noise=noise))
     how = "each a gradient check of J_u(θ) = ⟨u, f(θ)⟩ against vjp(θ, u)"
     return _combine(results, "check_vjp", "cotangents", seed, how,
                     "vjp" if mode == "full" else f"vjp, {mode}")

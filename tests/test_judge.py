@@ -266,3 +266,40 @@ def test_noise_cost_is_stated_per_phase_in_sample_mode():
     assert phases["noise"] == result.extra["noise"]["evaluations"] > 0
     assert sum(phases.values()) == result.evaluations - 1   # + J(theta) once more after
     assert result.passed
+
+
+# ------------------------------------------------------------- the noise= option
+@pytest.mark.parametrize(("value", "error"), [
+    ("sometimes", ValueError), (0.0, ValueError), (-1e-9, ValueError),
+    (float("nan"), ValueError), (True, TypeError), ([1e-9], TypeError)])
+def test_noise_option_is_validated_before_any_evaluation(value, error):
+    calls = []
+
+    def loss(t):
+        calls.append(1)
+        return float(t @ t)
+
+    for check in (lambda: fc.check_grad(loss, lambda t: 2 * t, np.ones(3), noise=value),
+                  lambda: fc.check_vjp(lambda t: t * t, lambda t, u: 2 * t * u, np.ones(3),
+                                       noise=value)):
+        with pytest.raises(error, match="noise"):
+            check()
+    assert calls == []
+
+
+def test_noise_model_never_measures_and_a_given_noise_costs_nothing():
+    model = fc.check_grad(_float32_logistic, _logistic_grad, W.copy(), noise="model")
+    assert "noise" not in model.extra and not model.passed   # the old false alarm
+    given = fc.check_grad(_float32_logistic, _logistic_grad, W.copy(), noise=2e-7)
+    assert given.passed and given.extra["noise"]["evaluations"] == 0
+    assert given.extra["noise"]["status"] == "given"
+
+
+def test_a_solver_tolerance_given_as_noise():
+    pytest.importorskip("scipy")
+    from noisy_cases import NOISY_CASES
+
+    case = next(c for c in NOISY_CASES if c.name == "solve_ivp_rtol_1e-6")
+    t = case.make_params()
+    result = fc.check_grad(case.loss, case.grad, t, noise=1e-6 * abs(case.loss(t)))
+    assert result.passed, result.report()
