@@ -343,6 +343,84 @@ def _start(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.nda
     return center, first.step, first.plus, first.minus, coef, extrapolated, first.calls
 
 
+def _way(center: Any, h: np.ndarray, p: np.ndarray, m: np.ndarray, numerical: np.ndarray,
+         analytic: np.ndarray, noise: Noise, top: np.ndarray, name: str,
+         upward_only: np.ndarray | None, target: np.ndarray | None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Which way each component is refined, and the factor of its first step.
+
+    Smaller steps shrink truncation and reveal kinks, but their rounding grows as
+    1/h.  When a step REFINE times smaller would already drown the miss in
+    rounding, the component is rounding-limited: it goes to larger steps.  (Not
+    from central4's or richardson's pair: it is at u**(1/5), already as large as
+    steps go; 4x and 16x that cross the kinks of an ordinary ReLU network.)
+    """
+    with np.errstate(all="ignore"):
+        rounding0 = noise.delta(center, p, m) / h
+        upward = KAPPA * REFINE * rounding0 >= 0.5 * np.abs(numerical - analytic)
+        if upward_only is not None:
+            # Refined for resolution: up when rounding limits it, down when the
+            # curvature (truncation) guess does.
+            trunc0 = np.abs((p - center) - (center - m)) / np.maximum(1.0, top)
+            upward = np.where(upward_only, rounding0 >= trunc0, upward)
+    if name in ("central4", "richardson"):
+        upward[:] = (upward_only & upward) if upward_only is not None else False
+    factor = np.where(upward, REFINE, 1 / REFINE)
+    if target is not None:
+        # Up: start at the step whose rounding alone takes half the target
+        # (note 3), rather than climbing there 4x at a time.
+        with np.errstate(all="ignore"):
+            goal = 2 * KAPPA * 1.1 * rounding0 * h / target
+        jump = np.clip(np.nan_to_num(goal / h, nan=REFINE, posinf=REFINE), REFINE,
+                       np.maximum(REFINE, np.minimum(REFINE ** FIRST_JUMP,
+                                                     MAX_STEP * top / h)))
+        factor = np.where(upward, jump, factor)
+    return upward, factor
+
+
+def _decide(lv: Level, g: np.ndarray, delta: np.ndarray, h2: np.ndarray,
+            going_up: np.ndarray, last: np.ndarray, kink_before: np.ndarray,
+            probed: np.ndarray, target: np.ndarray | None, floor_rel: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which components one level decides, which get the kink probe, and its step
+    factor (notes 3 and 5).  Updates ``lv.kink`` for the probe."""
+    # A kink seen at two steps is believed only after one probe far below them
+    # (note 5): a kink 1e-9 away from theta vanishes there, one at theta stays.
+    # At the probe the gap only has to keep its size (its rounding was cleared
+    # at the two steps before).
+    lv.kink |= probed & kink_before & lv.kink_shape
+    probe = lv.kink & kink_before & ~probed & ~last
+    sure_kink = lv.kink & (kink_before | last) & (probed | last)
+    with np.errstate(all="ignore"):
+        floor = floor_rel * (np.abs(lv.richardson) + np.abs(g))
+        # Resolved enough?  Going up stops there, or where truncation (a change
+        # beyond rounding) takes over (note 3).
+        good = (KAPPA * (lv.rounding + lv.reach) + floor <= target
+                if target is not None else np.zeros(g.size, dtype=bool))
+    decided = (sure_kink | (~lv.kink & lv.fine & (lv.settled | last))
+               | (~lv.kink & lv.stable_wrong) | ~lv.finite) & ~probe
+    # (a change twice the rounding can still be noise of two steps; four times
+    # it is truncation, which grows 16x per level up)
+    up_done = going_up & ((lv.resolve > 4 * lv.rounding) | good)
+    # Going down, the next step's rounding alone would exceed the miss (or, for a
+    # fine component, the resolution wanted): nothing more to learn there.
+    wanted = np.where(lv.fine & (target > 0), target, lv.miss) if target is not None \
+        else lv.miss
+    hopeless = np.where(going_up, last | up_done, REFINE * lv.rounding * KAPPA >= wanted)
+    # Fine but coarser than wanted: keep going while a step can still help.
+    more = lv.fine & ~good & ~last & ~lv.stable_wrong & ~lv.kink & ~hopeless & lv.finite
+    decided &= ~more
+    hopeless &= ~more & ~probe
+    decided |= last | hopeless
+    with np.errstate(all="ignore"):
+        # the smallest step at which the gap still stands REFINE x clear of its
+        # rounding (4 delta / h), at most REFINE**6 below this one
+        depth = np.floor(np.log(h2 * lv.gap / (REFINE * KAPPA * 4 * delta))
+                         / math.log(REFINE))
+    jump = REFINE ** -np.clip(np.nan_to_num(depth, nan=1.0), 1, 6)
+    return decided, probe, jump
+
+
 def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.ndarray,
                 analytic: np.ndarray, noise: Noise, floor_rel: float, threads: int,
                 step_dtype: np.dtype | None = None, upward_only: np.ndarray | None = None,
@@ -378,31 +456,8 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
     err = np.full(n, np.inf)
     status = np.full(n, _S.OK, dtype=np.int8)
     todo = np.arange(n)
-    # Which way to go: smaller steps shrink truncation and reveal kinks, but their
-    # rounding grows as 1/h.  When a step REFINE times smaller would already drown
-    # the miss in rounding, the component is rounding-limited: go to larger steps.
-    # (Not from central4's or richardson's pair: it is at u**(1/5), already as large
-    # as steps go; 4x and 16x that cross the kinks of an ordinary ReLU network.)
-    with np.errstate(all="ignore"):
-        rounding0 = noise.delta(center, p, m) / h
-        upward = KAPPA * REFINE * rounding0 >= 0.5 * np.abs(numerical - analytic)
-        if upward_only is not None:
-            # Refined for resolution: up when rounding limits it, down when the
-            # curvature (truncation) guess does.
-            trunc0 = np.abs((p - center) - (center - m)) / np.maximum(1.0, top)
-            upward = np.where(upward_only, rounding0 >= trunc0, upward)
-    if name in ("central4", "richardson"):
-        upward[:] = (upward_only & upward) if upward_only is not None else False
-    factor = np.where(upward, REFINE, 1 / REFINE)
-    if target is not None:
-        # Up: start at the step whose rounding alone takes half the target
-        # (note 3), rather than climbing there 4x at a time.
-        with np.errstate(all="ignore"):
-            goal = 2 * KAPPA * 1.1 * rounding0 * h / target
-        jump = np.clip(np.nan_to_num(goal / h, nan=REFINE, posinf=REFINE), REFINE,
-                       np.maximum(REFINE, np.minimum(REFINE ** FIRST_JUMP,
-                                                     MAX_STEP * top / h)))
-        factor = np.where(upward, jump, factor)
+    upward, factor = _way(center, h, p, m, numerical, analytic, noise, top, name,
+                          upward_only, target)
     for level in range(1, levels + 1):
         if level == 2:
             factor = np.where(upward, REFINE, factor)
@@ -421,46 +476,11 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
         lv.kink &= ~going_up
         ceiling = going_up & (h2 * REFINE > MAX_STEP * top[todo])
         last = np.where(going_up, (level >= UPWARD_LEVELS) | ceiling, last_down)
-        # A kink seen at two steps is believed only after one probe far below them
-        # (note 5): a kink 1e-9 away from theta vanishes there, one at theta stays.
-        # At the probe the gap only has to keep its size (its rounding was cleared
-        # at the two steps before).
-        lv.kink |= probed[todo] & kink_before[todo] & lv.kink_shape
-        probe = lv.kink & kink_before[todo] & ~probed[todo] & ~last
-        sure_kink = lv.kink & (kink_before[todo] | last) & (probed[todo] | last)
-        with np.errstate(all="ignore"):
-            floor = floor_rel * (np.abs(lv.richardson) + np.abs(g))
-            # Resolved enough?  Going up stops there, or where truncation (a change
-            # beyond rounding) takes over (note 3).
-            good = (KAPPA * (lv.rounding + lv.reach) + floor <= target[todo]
-                    if target is not None else np.zeros(todo.size, dtype=bool))
-        decided = (sure_kink | (~lv.kink & lv.fine & (lv.settled | last))
-                   | (~lv.kink & lv.stable_wrong) | ~lv.finite) & ~probe
-        # (a change twice the rounding can still be noise of two steps; four times
-        # it is truncation, which grows 16x per level up)
-        up_done = going_up & ((lv.resolve > 4 * lv.rounding) | good)
-        # Going down, the next step's rounding alone would exceed the miss (or, for
-        # a fine component, the resolution wanted): nothing more to learn there.
-        down_stuck = REFINE * lv.rounding * KAPPA >= np.where(
-            lv.fine & (target[todo] > 0) if target is not None else False,
-            target[todo] if target is not None else 0.0, lv.miss)
-        hopeless = np.where(going_up, last | up_done, down_stuck)
-        # Fine but coarser than wanted: keep going while a step can still help
-        # (note 3).
-        more = (lv.fine & ~good & ~last & ~lv.stable_wrong & ~lv.kink
-                & ~hopeless & lv.finite)
-        decided &= ~more
-        hopeless &= ~more & ~probe
-        decided |= last | hopeless
-        step_now = factor[todo]
-        with np.errstate(all="ignore"):
-            # the smallest step at which the gap still stands REFINE x clear of
-            # its rounding (4 delta / h), at most REFINE**6 below this one
-            depth = np.floor(np.log(h2 * lv.gap / (REFINE * KAPPA * 4 * delta))
-                             / math.log(REFINE))
-        jump = REFINE ** -np.clip(np.nan_to_num(depth, nan=1.0), 1, 6)
+        decided, probe, jump = _decide(lv, g, delta, h2, going_up, last,
+                                       kink_before[todo], probed[todo],
+                                       None if target is None else target[todo], floor_rel)
         factor[todo] = np.where(probe, jump,
-                                np.where(probed[todo] & ~going_up, 1 / REFINE, step_now))
+                                np.where(probed[todo] & ~going_up, 1 / REFINE, factor[todo]))
         probed[todo] |= probe
         st = np.where(lv.kink, np.where(lv.kink_ok, _S.KINK, _S.WRONG),
                       np.where(lv.stable_wrong, _S.WRONG, _S.OK)).astype(np.int8)
