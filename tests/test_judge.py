@@ -303,3 +303,63 @@ def test_a_solver_tolerance_given_as_noise():
     t = case.make_params()
     result = fc.check_grad(case.loss, case.grad, t, noise=1e-6 * abs(case.loss(t)))
     assert result.passed, result.report()
+
+
+# ------------------------------------------------------------- effective precision
+_A = np.random.default_rng(11).standard_normal((10, 10))
+_A = _A @ _A.T
+
+
+def _f64_loss(t):
+    t = t.astype(np.float64)
+    return float(0.5 * t @ _A @ t + np.sum(np.sin(t)))
+
+
+def _f64_grad(t):
+    t = t.astype(np.float64)
+    return _A @ t + np.cos(t)
+
+
+def test_float64_loss_over_float32_params_does_not_pass_a_half_percent_error():
+    theta = np.random.default_rng(0).standard_normal(10).astype(np.float32)
+    bad = fc.check_grad(_f64_loss, lambda t: _f64_grad(t) * 1.005, theta.copy())
+    assert not bad.passed and bad.n_wrong == 10, bad.report()
+    assert any("finer than its float32" in n for n in bad.notes)
+    assert fc.check_grad(_f64_loss, _f64_grad, theta.copy()).passed
+
+
+def test_float32_torch_model_behind_float64_numpy_parameters():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.Tanh(),
+                                torch.nn.Linear(32, 5))           # 837 parameters
+    params = list(model.parameters())
+    r = np.random.default_rng(0)
+    X = torch.tensor(r.standard_normal((64, 20)), dtype=torch.float32)
+    Y = torch.tensor(r.standard_normal((64, 5)), dtype=torch.float32)
+    theta = torch.nn.utils.parameters_to_vector(params).detach().double().numpy().copy()
+
+    def loss(t):
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(torch.tensor(t, dtype=torch.float32), params)
+            return torch.mean((model(X) - Y) ** 2).item()
+
+    def grad(t):
+        w = [torch.tensor(a).requires_grad_() for a in
+             np.split(t, np.cumsum([p.numel() for p in params])[:-1])]
+        w = [a.reshape(p.shape) for a, p in zip(w, params, strict=True)]
+        out = torch.tanh(X.double() @ w[0].T + w[1]) @ w[2].T + w[3]
+        value = torch.mean((out - Y.double()) ** 2)
+        return np.concatenate([g.numpy().ravel() for g in torch.autograd.grad(value, w)])
+
+    result = fc.check_grad(loss, grad, theta.copy())
+    assert result.passed, result.summary()        # was WRONG, relative error 1.00
+    assert any("float32" in n for n in _resolves_line(result))
+
+    def bad(t):
+        g = grad(t)
+        g[100] *= 1.5
+        return g
+
+    found = fc.check_grad(loss, bad, theta.copy())
+    assert not found.passed and found.worst(1)[0].name == "theta[100]"
