@@ -202,13 +202,19 @@ def measure_noise(loss: Callable[[Any], Any], layout: ParamLayout, *, seed: int 
     x = layout.values()
     snapshot = layout.snapshot()
     spacing = SPACING
-    evaluations = 0
+    calls = [0]
+
+    def counted(params: Any) -> Any:
+        calls[0] += 1
+        return loss(params)
+
     sigma, order, status, exact = math.nan, 0, "constant", "float64"
     try:
         for attempt in range(2):
             step = _direction(layout, x, np.random.default_rng([seed, attempt]), spacing)
-            table = _table(loss, layout, x, step)
-            evaluations += TABLE_POINTS
+            # (what the loss raises propagates, as from any evaluation of the
+            # check, after the parameters were restored)
+            table = _table(counted, layout, x, step)
             sigma, order, status = noise_from_table(table)
             exact = _exact_in(table)
             if status == "measured" or attempt == 1:
@@ -218,14 +224,13 @@ def measure_noise(loss: Callable[[Any], Any], layout: ParamLayout, *, seed: int 
             # Note 7: noise stays when the spacing shrinks, a feature does not.
             step = _direction(layout, x, np.random.default_rng([seed, attempt]),
                               spacing / CONFIRM)
-            again, _, status_again = noise_from_table(_table(loss, layout, x, step))
-            evaluations += TABLE_POINTS
+            again, _, status_again = noise_from_table(_table(counted, layout, x, step))
             if status_again != "constant" and again < sigma / AGREE:
                 status = "feature"
     finally:
         layout.restore(snapshot)
     delta = NOISE_BOUND * sigma if status in ("measured", "bounded") else math.nan
-    return NoiseEstimate(delta, sigma, order, evaluations, spacing, status, exact)
+    return NoiseEstimate(delta, sigma, order, calls[0], spacing, status, exact)
 
 
 def check_noise_option(noise: Any) -> str | float:

@@ -184,16 +184,3 @@ def relative_error(numerical: np.ndarray, analytic: np.ndarray) -> float:
     diff = np.linalg.norm((numerical - analytic) / scale)
     total = np.linalg.norm(numerical / scale) + np.linalg.norm(analytic / scale)
     return float(diff / total)
-
-
-def rounding_noise(center: float | None, *sides: np.ndarray | None,
-                   unit_roundoff: float) -> np.ndarray:
-    """delta_i, the absolute noise of one loss evaluation around component i (note 2)."""
-    values = [np.abs(s) for s in sides if s is not None]
-    scale = values[0].copy() if values else None
-    for v in values[1:]:
-        np.maximum(scale, v, out=scale)
-    if center is not None and np.isfinite(center):
-        scale = np.maximum(scale, abs(center)) if scale is not None else np.array([abs(center)])
-    with np.errstate(invalid="ignore"):
-        return C_ROUND * unit_roundoff * np.where(np.isfinite(scale), scale, 0.0)

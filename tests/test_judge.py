@@ -363,3 +363,19 @@ def test_float32_torch_model_behind_float64_numpy_parameters():
 
     found = fc.check_grad(loss, bad, theta.copy())
     assert not found.passed and found.worst(1)[0].name == "theta[100]"
+
+
+def test_a_loss_that_fails_on_the_noise_table_raises_and_restores():
+    theta = np.array([0.5, 1.0, 2.0])
+    calls = []
+
+    def loss(t):
+        calls.append(t.copy())
+        if len(calls) > 4:     # fails at a point only the noise table visits
+            raise ArithmeticError("outside the domain")
+        return float(np.sum(t**2))
+
+    before = theta.copy()
+    with pytest.raises(ArithmeticError, match="outside the domain"):
+        measure_noise(loss, as_layout(theta))
+    assert np.array_equal(theta, before)
