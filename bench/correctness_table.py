@@ -1,4 +1,4 @@
-"""Print the correctness suite's false-positive / false-negative table in markdown.
+"""Print the correctness suites' false-positive / false-negative tables in markdown.
 
     python bench/correctness_table.py [--methods central,central4,richardson]
 
@@ -8,6 +8,12 @@ nondeterministic loss called wrong) and false negatives (a wrong gradient passed
 plus the kinks and nondeterministic losses reported as such.  The judging rules
 are those of tests/test_correctness.py, imported from there (it needs pytest, a
 test dependency).  The 10 000-component case runs with the first method only.
+
+Then the noisy-loss suite (tests/noisy_cases.py, judged as in tests/test_noisy.py)
+per category: false positives (a correct gradient called "wrong"), false
+negatives (a planted bug passed), planted bugs not ranked first, "cannot resolve"
+counts, and the evaluations spent measuring the noise and on refinement (larger
+or smaller steps), on the correct and on the buggy cases.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
 import test_correctness as tc  # noqa: E402
+import test_noisy as tn  # noqa: E402
 
 
 def table(method: str, names: list[str] | None) -> str:
@@ -57,6 +64,31 @@ def cost_table(method: str, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def noisy_table() -> str:
+    """The noisy-loss suite per category (tests/test_noisy.py's judging)."""
+    rows = tn.confusion_by_category()
+    lines = ["| category | correct | false positives | suspicious | cannot resolve | "
+             "buggy | false negatives | not ranked first | cannot resolve | "
+             "noise evals (correct / buggy) | refinement evals (correct / buggy) | "
+             "all evals (correct / buggy) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    total = {k: 0 for k in rows[0] if k != "category"}
+    for r in [*rows, None]:
+        if r is None:
+            r = {"category": "**all**", **total}
+        else:
+            for k in total:
+                total[k] += r[k]
+        lines.append(
+            f"| {r['category']} | {r['correct']} | {r['false_positives']} | "
+            f"{r['suspicious_correct']} | {r['unresolved_correct']} | {r['buggy']} | "
+            f"{r['false_negatives']} | {r['misranked']} | {r['unresolved_buggy']} | "
+            f"{r['noise_correct']} / {r['noise_buggy']} | "
+            f"{r['refine_correct']} / {r['refine_buggy']} | "
+            f"{r['evals_correct']} / {r['evals_buggy']} |")
+    return "\n".join(lines)
+
+
 def run(quick: bool = False) -> list[dict]:
     """The table as rows, for bench/run.py's "correctness" section.
 
@@ -89,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(cost_table(method, names))
         print()
+    started = time.perf_counter()
+    text = noisy_table()
+    print(f"### noisy losses ({len(tn.NOISY_CASES)} cases, "
+          f"{time.perf_counter() - started:.1f} s)\n")
+    print(text)
     return 0
 
 

@@ -12,9 +12,10 @@ The steps, in order (each has a reason):
    at the same point (dropout left on, unseeded sampling) makes any verdict about
    the gradient meaningless: say so instead.
 4. The kernel evaluates every component (central: J(theta +- h e_i), J(theta)).
-5. The noise model (see _verdict) marks suspects without further evaluations; only
-   suspects are evaluated again at h / 4 to tell bugs from noise, truncation and
-   kinks.
+5. The judge (_judge) marks suspects from the noise model without further
+   evaluations; only when there are suspects (or components too coarse for the
+   "ok" tier) is the noise measured (_noise) and are those components evaluated
+   again at smaller or larger steps to tell bugs from noise, truncation and kinks.
 
 mode="directional" and mode="sample" branch off after step 3 (see _directional
 and _sample); their components checked one by one go through steps 4 and 5.
@@ -32,7 +33,6 @@ import numpy as np
 from fastcheck import _kernel
 from fastcheck._evaluate import (
     METHODS,
-    RawEvaluations,
     WithBeforeEval,
     check_eps,
     check_flag,
@@ -45,7 +45,16 @@ from fastcheck._evaluate import (
     unit_roundoff,
 )
 from fastcheck._executor import check_executor
+from fastcheck._judge import (
+    Calibration,
+    Noise,
+    detection_limit,
+    judge_components,
+    limit_notes,
+    status_notes,
+)
 from fastcheck._lowlevel import CLoss
+from fastcheck._noise import check_noise_option
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._planned import check_planned
 from fastcheck._progress import (
@@ -56,28 +65,13 @@ from fastcheck._progress import (
 )
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._sample import check_c_loss_for_mode, check_mode_options, run_partial
-from fastcheck._verdict import (
-    C_ROUND,
-    KAPPA,
-    ComponentStatus,
-    rounding_noise,
-    tier_of,
-    tiers_for,
-)
+from fastcheck._verdict import C_ROUND, ComponentStatus, tier_of, tiers_for
 
 __all__ = ["check_grad"]
 
 _S = ComponentStatus
 CHECK_METHODS = ("central", "forward", "backward", "central4", "richardson", "complex")
 MODES = ("full", "directional", "sample")
-# Suspects are evaluated again at h / REFINE, h / REFINE**2, ... (at most
-# REFINE_LEVELS times, two evaluations each, and only while undecided).  Eight
-# levels reach h / 65536: enough for a component whose own scale is 1e-5 of the
-# max(1, |theta_i|) the default step is relative to (_verdict note 6).
-REFINE = 4.0
-REFINE_LEVELS = 8
-# Rounding-limited suspects go the other way, to 4h, 16h: at most UPWARD_LEVELS.
-UPWARD_LEVELS = 2
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -172,225 +166,6 @@ def _invalid_result(layout: ParamLayout, analytic: np.ndarray, note: str, evalua
     return result
 
 
-def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, unit: float,
-               floor_rel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Numerical derivative, noise, status and suspects from the evaluations alone.
-
-    See _verdict note 3.  Returns ``(numerical, noise, status, suspect)`` for the
-    evaluated components.
-    """
-    d = raw.derivative()
-    h = raw.step
-    name = raw.method.name
-    with np.errstate(all="ignore"):
-        if name == "complex":
-            # No subtraction: the imaginary part carries h * J' to relative precision u.
-            noise = C_ROUND * unit * np.abs(d)
-        else:
-            delta = rounding_noise(raw.center, raw.plus, raw.minus, raw.plus2, raw.minus2,
-                                   unit_roundoff=unit)
-            # Rounding of the formula in units of delta / h (h: raw.step).  Central:
-            # 2 delta / 2h.  One-sided: 2 delta / h.  central4 (step h, outer 2h):
-            # (8 * 2 delta + 2 delta) / 12h.  richardson (steps h, h/2):
-            # (4/3) * delta / (h/2) + (1/3) * delta / h.
-            factor = {"central": 1.0, "forward": 2.0, "backward": 2.0, "central4": 1.5,
-                      "richardson": 3.0}[name]
-            noise = factor * delta / h
-            if name == "central":
-                slope_gap = np.abs((raw.plus - raw.center) - (raw.center - raw.minus)) / h
-                noise = noise + h * slope_gap / np.maximum(1.0, np.abs(x))
-        status = np.zeros(d.size, dtype=np.int8)
-        status[~np.isfinite(d)] = _S.NONFINITE_LOSS
-        status[~np.isfinite(analytic)] = _S.NONFINITE_GRAD
-        diff = np.abs(d - analytic)
-        allowed = KAPPA * noise + floor_rel * (np.abs(d) + np.abs(analytic))
-        suspect = (status == _S.OK) & (diff > allowed)
-    return d, noise, status, suspect
-
-
-def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.ndarray,
-                analytic: np.ndarray, unit: float, floor_rel: float,
-                threads: int, step_dtype: np.dtype | None = None,
-                info: dict | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Re-examine suspects at steps h/4, h/16, ... (or 4h, 16h when rounding limits
-    them): bug, noise, truncation or kink?
-
-    See _verdict notes 4 and 6.  `idx` are positions in `raw`; `analytic` is
-    restricted to them.  Each level evaluates only the components still undecided
-    (two evaluations each).  `step_dtype` is the dtype whose default central step
-    to start from when `raw` has no central pair (forward, backward), e.g. the
-    loss's float32 when it returns float32 for float64 parameters.  Returns
-    ``(numerical, noise, status, evaluations)``; when `info` is a dict, its
-    ``"unresolved"`` gets the positions (in `idx`) of the components that were
-    still dominated by truncation at the smallest step (left "ok", noise large).
-    """
-    flat = idx if raw.indices is None else raw.indices[idx]
-    center = raw.center
-    evaluations = 0
-    n = idx.size
-    # The h**2 coefficient of the central difference seen between the last two
-    # steps (note 6); NaN until two steps were seen.
-    coef = np.full(n, np.nan)
-    # The extrapolated value of the previous pair of steps, NaN until there is one.
-    extrapolated = np.full(n, np.nan)
-    # Whether the previous level already saw the kink signature (note 6).
-    kink_before = np.zeros(n, dtype=bool)
-    name = raw.method.name
-    if name == "central":
-        h, p, m = raw.step[idx], raw.plus[idx], raw.minus[idx]
-    elif name in ("central4", "richardson"):
-        # Their evaluations hold two central pairs already: refine from the finer
-        # one (a large step, so little rounding), and the two give a first h**2
-        # coefficient.  central4's pairs are at h and 2h, richardson's at h and h2.
-        if name == "central4":
-            hc, pc, mc = 2 * raw.step[idx], raw.plus2[idx], raw.minus2[idx]
-            h, p, m = raw.step[idx], raw.plus[idx], raw.minus[idx]
-        else:
-            hc, pc, mc = raw.step[idx], raw.plus[idx], raw.minus[idx]
-            h, p, m = raw.step2[idx], raw.plus2[idx], raw.minus2[idx]
-        with np.errstate(all="ignore"):
-            coef = ((pc - mc) / (2 * hc) - (p - m) / (2 * h)) / (hc**2 - h**2)
-        extrapolated = raw.derivative()[idx]
-    else:
-        # Forward / backward: make the central pair at the default central step first.
-        if step_dtype is not None:
-            base = np.full(flat.size, default_eps(step_dtype, "central"))
-        else:
-            base = np.array([default_eps(layout.arrays[q].dtype, "central")
-                             for q in layout.param_of(flat)])
-        first = run_kernel(loss, layout, "central", relative=True, indices=flat,
-                           eps_each=base, with_center=center is None, threads=threads)
-        evaluations += first.calls
-        center = first.center if center is None else center
-        h, p, m = first.step, first.plus, first.minus
-    levels = REFINE_LEVELS
-    if name in ("central4", "richardson"):
-        # Their steps are larger than central's: allow the levels it takes to reach
-        # the same smallest step.
-        d = step_dtype if step_dtype is not None else layout.lowest_precision
-        levels += max(0, round(math.log(default_eps(d, name) / default_eps(d, "central"))
-                               / math.log(REFINE)))
-    numerical = (p - m) / (2 * h)
-    noise = np.full(n, np.inf)
-    status = np.full(n, _S.OK, dtype=np.int8)
-    unresolved = np.zeros(n, dtype=bool)
-    todo = np.arange(n)
-    # Which way to go: smaller steps shrink truncation and reveal kinks, but their
-    # rounding grows as 1/h.  When a step REFINE times smaller would already drown
-    # the miss in rounding, the suspect is rounding-limited: go to larger steps.
-    # (Not from central4's or richardson's pair: it is at u**(1/5), already as large
-    # as steps go; 4x and 16x that cross the kinks of an ordinary ReLU network.)
-    with np.errstate(all="ignore"):
-        rounding0 = rounding_noise(center, p, m, unit_roundoff=unit) / h
-        upward = KAPPA * REFINE * rounding0 >= 0.5 * np.abs(numerical - analytic)
-    if name in ("central4", "richardson"):
-        upward[:] = False
-    factor = np.where(upward, REFINE, 1 / REFINE)
-    for level in range(1, levels + 1):
-        new = run_kernel(loss, layout, "central", eps=1.0, relative=False, indices=flat[todo],
-                         eps_each=h[todo] * factor[todo], with_center=False, threads=threads)
-        evaluations += new.calls
-        h1, p1, m1 = h[todo], p[todo], m[todo]
-        h2, p2, m2 = new.step, new.plus, new.minus
-        g = analytic[todo]
-        with np.errstate(all="ignore"):
-            delta = rounding_noise(center, p1, m1, p2, m2, unit_roundoff=unit)
-            d1, d2 = (p1 - m1) / (2 * h1), (p2 - m2) / (2 * h2)
-            up1, down1 = (p1 - center) / h1, (center - m1) / h1
-            up2, down2 = (p2 - center) / h2, (center - m2) / h2
-            gap1, gap2 = np.abs(up1 - down1), np.abs(up2 - down2)
-            floor = floor_rel * (np.abs(d2) + np.abs(g))
-            resolve = np.abs(d1 - d2)
-            # A kink: the slope gap neither shrinks with the step (smooth: gap ~ h) nor
-            # grows (rounding: gap ~ 1/h; a smooth loss probed with steps wider than
-            # its own scale, note 6), while the central value stays put (it is the
-            # mean of two fixed one-sided slopes).
-            kink_shape = (gap2 > 0.5 * gap1) & (gap2 < 2 * gap1) & (resolve < 0.25 * gap2)
-            # The stable gap is itself the evidence, so the modelled rounding of
-            # p - 2c + m (4 delta) only has to be exceeded, not by KAPPA: in float32
-            # the model is conservative enough to hide a genuine ReLU kink otherwise.
-            kink = kink_shape & (gap2 > 4 * delta / h2)
-            # The one-sided slopes carry O(h J'') truncation: allow for how much they
-            # moved between the two steps.
-            tol = KAPPA * (2 * delta / h2 + np.abs(up1 - up2) + np.abs(down1 - down2)) + floor
-            kink_ok = (g >= np.minimum(up2, down2) - tol) & (g <= np.maximum(up2, down2) + tol)
-            # Richardson extrapolation over the two steps removes the h**2 term.
-            richardson = d2 + (d2 - d1) / ((h1 / h2) ** 2 - 1)
-            # (the finer difference's error is resolve / ratio2, in either direction)
-            ratio2 = (np.maximum(h1, h2) / np.minimum(h1, h2)) ** 2 - 1
-            rounding = 1.1 * delta / np.minimum(h1, h2)
-            miss = np.abs(richardson - g)
-            # Truncation still dominates the change between the two steps (note 6):
-            # then `resolve` is the error of the coarser difference, not what the
-            # arithmetic resolves.  Once a third step confirms the h**2 law (the
-            # same coefficient from both pairs), the change of the extrapolated
-            # value bounds its error (the previous one's error is ~256x larger), as
-            # does the finer difference's own, resolve / ratio2; until then the
-            # component waits for a smaller step.
-            truncating = resolve > 2 * rounding
-            coef_now = (d1 - d2) / (h1**2 - h2**2)
-            asymptotic = np.abs(coef_now - coef[todo]) <= 0.2 * np.abs(coef_now)
-            converged = np.fmin(np.abs(richardson - extrapolated[todo]), resolve / ratio2)
-            trunc = np.where(truncating & asymptotic, converged, resolve)
-            fine = miss <= KAPPA * (rounding + trunc) + floor
-            # Wrong: the miss is far beyond what the steps change.  While truncation
-            # dominates, only once the h**2 law is confirmed: with steps much wider
-            # than the loss's own scale the central difference is near 0 at every
-            # step, which also looks stable.
-            # Nor is it wrong when the slopes may be a kink's and g is one of them
-            # (note 7): the gap has a kink's shape but is not clear of rounding, or
-            # the one-sided slopes extrapolated to h -> 0 (they are O(h) accurate:
-            # up(h) = up0 + h J''/2) differ and g is one of them -- a small jump
-            # that curvature hides at these steps.
-            up0 = up2 + (up2 - up1) * h2 / (h1 - h2)
-            down0 = down2 + (down2 - down1) * h2 / (h1 - h2)
-            rounding_x = 3 * delta / np.minimum(h1, h2)
-            tol0 = KAPPA * rounding_x + floor
-            may_be_kink = (kink_shape & kink_ok) | (
-                (np.abs(up0 - down0) > 2 * rounding_x)
-                & (g >= np.minimum(up0, down0) - tol0) & (g <= np.maximum(up0, down0) + tol0))
-            stable_wrong = (~fine & (trunc <= 0.1 * miss) & (~truncating | asymptotic)
-                            & ~may_be_kink)
-            finite = np.isfinite(richardson)
-        last = level == levels
-        # A kink is only believed when two successive pairs of steps show it: a
-        # smooth loss probed with steps wider than its own scale shows a slope gap
-        # that does not shrink either, until the step gets below that scale.
-        sure_kink = kink & (kink_before[todo] | last)
-        # Accepted as fine when the arithmetic, not truncation, limits the check,
-        # or when the confirmed truncation bound is down to rounding and floor.
-        settled = ~truncating | (asymptotic & (trunc <= rounding + floor / KAPPA))
-        decided = (sure_kink | (~kink & fine & (settled | last)) | (~kink & stable_wrong)
-                   | ~finite)
-        # Going down only helps while the next step's rounding stays well below the
-        # miss; past that the arithmetic cannot resolve it: leave it as fine.  Going
-        # up, truncation grows 16x per level: stop after UPWARD_LEVELS.
-        going_up = upward[todo]
-        hopeless = np.where(going_up, level >= UPWARD_LEVELS,
-                            REFINE * rounding * KAPPA >= miss)
-        decided |= last | hopeless
-        unresolved[todo] = (last & ~hopeless & ~kink & ~stable_wrong & finite
-                            & ~(fine & settled))
-        here = todo[decided]
-        st = np.where(kink, np.where(kink_ok, _S.KINK, _S.WRONG),
-                      np.where(stable_wrong, _S.WRONG, _S.OK)).astype(np.int8)
-        st[~finite & ~kink] = _S.NONFINITE_LOSS
-        status[here] = st[decided]
-        numerical[here] = np.where(kink, d1, np.where(finite, richardson, d2))[decided]
-        noise[here] = np.where(kink, gap2, rounding + trunc)[decided]
-        h[todo], p[todo], m[todo] = h2, p2, m2
-        coef[todo] = coef_now
-        extrapolated[todo] = richardson
-        kink_before[todo] = kink
-        todo = todo[~decided]
-        if todo.size == 0:
-            break
-    if info is not None:
-        info["unresolved"] = np.flatnonzero(unresolved)
-    return numerical, noise, status, evaluations
-
-
 def check_grad(
     loss: Callable[[Any], Any],
     grad: Any,
@@ -408,6 +183,7 @@ def check_grad(
     progress: bool | Callable[[int, int], Any] | None = None,
     warn_seconds: float | None = 60.0,
     executor: Any = None,
+    noise: str | float = "auto",
     points: Any = None,
     budget: float | None = None,
     save: Any = None,
@@ -460,12 +236,15 @@ def check_grad(
         callable), e.g. to reset a random seed so that a loss with dropout
         becomes deterministic.
     refine : bool
-        Re-evaluate suspicious components at smaller steps (h/4, h/16, ...) to
-        tell bugs from noise, truncation and kinks: 2 more evaluations per
-        suspect and level, only while it is undecided (usually 1 level, 2 for a
-        kink, up to 8 where the step is wider than the loss's own scale), none
-        for components that pass.  False: judge from the first evaluations
-        alone (suspects are then called wrong, kinks included).
+        Re-evaluate suspicious components at smaller steps (h/4, h/16, ...), or
+        at larger ones where rounding limits them, to tell bugs from noise,
+        truncation and kinks: 2 more evaluations per suspect and level, only
+        while it is undecided (usually 1 level, 3 for a kink, up to 8 where the
+        step is wider than the loss's own scale), none for components that pass;
+        and measure the loss's noise once (8 to 24 evaluations) when there are
+        suspects or components too coarse for the "ok" tier.  False: judge from
+        the first evaluations alone (suspects are then called wrong, kinks
+        included).
     threads : int
         Worker threads, for a C loss declared thread-safe
         (``fastcheck.CLoss(f, thread_safe=True)``); each thread works on a private
@@ -491,6 +270,14 @@ def check_grad(
         (a module-level function; cloudpickle, when installed, also takes lambdas
         and closures), and the loss must read the parameters from its argument.
         A C loss cannot cross processes: use `threads` for it.
+    noise : {"auto", "model"} or float
+        The noise of one loss evaluation, which every verdict rests on.  "auto"
+        (default): modelled as 32 u |J|, and measured near θ (8 to 24
+        evaluations along a random direction) when the first look finds suspects
+        or components it cannot resolve; the report then says in one line what
+        the loss resolves.  "model": never measured.  A number > 0: the known
+        absolute error of one evaluation (e.g. a solver's tolerance times |J|),
+        used instead of a measurement.
     points : int, list of parameter sets, or callable, optional
         Check at several points; the verdict is the worst, and the report says at
         which point each finding was made (a :class:`fastcheck.MultiPointResult`).
@@ -532,7 +319,7 @@ def check_grad(
             save_when=save_when, mode=mode, k=k, max_evals=max_evals, seed=seed,
             options=dict(eps=eps, method=method, before_eval=before_eval, refine=refine,
                          threads=threads, progress=progress, warn_seconds=warn_seconds,
-                         executor=executor))
+                         executor=executor, noise=noise))
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     check_c_loss_for_mode(loss, params, mode)
@@ -541,6 +328,7 @@ def check_grad(
     method = check_method(method, CHECK_METHODS)
     eps = check_eps(eps)
     refine = check_flag(refine, "refine")
+    noise = check_noise_option(noise)
     progress = check_progress(progress)
     warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):
@@ -616,7 +404,7 @@ def check_grad(
                 method=method, step=step, relative=relative, refine=refine, threads=threads,
                 evaluations=evaluations, seconds_per_eval=min(probe_seconds),
                 progress=progress, warn_seconds=warn_seconds, eps_text=eps_text,
-                notes=extra_notes, started=started, executor=executor)
+                notes=extra_notes, started=started, executor=executor, noise=noise)
             return _finish_partial(result, loss, layout, analytic, snapshot, probes, unit,
                                    started)
 
@@ -649,42 +437,38 @@ def check_grad(
                 layout, analytic, probes, spread, evaluations, time.perf_counter() - started,
                 eps_text, method, mode, "before, during and after the check")
 
-        # Step 5: the verdict.
-        x = layout.values()
-        numerical, noise, status, suspect = first_look(raw, analytic, x, unit, tiers.excellent)
-        idx = np.flatnonzero(suspect)
-        unresolved = np.empty(0, dtype=np.intp)
-        if refine and idx.size and method != "complex":
-            info: dict = {}
-            n2, noise2, status2, extra_evals = second_look(
-                loss, layout, raw, idx, analytic[idx], unit, tiers.excellent, threads,
-                # the loss's coarser dtype set the step (above): start from its too
-                step_dtype=loss_dtype if eps is None and step is not None else None,
-                info=info)
-            evaluations += extra_evals
-            numerical[idx], noise[idx], status[idx] = n2, noise2, status2
-            unresolved = idx[info["unresolved"]]
-        else:
-            status[idx] = _S.WRONG
+        # Step 5: the verdict (_judge).
+        calibration = Calibration(loss, layout, probes[0], unit, tiers,
+                                  given=noise if isinstance(noise, float) else None)
+        jd = judge_components(
+            loss, layout, raw, analytic, layout.values(), Noise(unit), tiers, refine=refine,
+            threads=threads,
+            # the loss's coarser dtype set the step (above): start from its too
+            step_dtype=loss_dtype if eps is None and step is not None else None,
+            calibrate=calibration if noise != "model" else None)
+        evaluations += jd.evaluations
+        numerical, noise, status, tiers = jd.numerical, jd.err, jd.status, jd.tiers
     except BaseException:
         if layout.changed_since(snapshot):
             layout.restore(snapshot)
         raise
 
-    notes = extra_notes + _notes(layout, status, idx.size, refine and method != "complex")
-    if unresolved.size:
-        shown = ", ".join(layout.names_of(unresolved[:5])) + (
-            ", ..." if unresolved.size > 5 else "")
-        notes.append(
-            f"{unresolved.size} component(s) could not be resolved ({shown}): even the "
-            "smallest step tried is too wide for the loss's scale there (their numerical "
-            "value keeps changing with the step), so they are not called wrong, but a bug "
-            "in them could be missed. Check them with a smaller eps")
+    notes = extra_notes + calibration.notes() + status_notes(
+        layout, status, jd.refined, refine and method != "complex")
+    notes += limit_notes(layout, numerical, analytic, noise, status, tiers, jd.noise, eps)
     result = build_result(
         layout, numerical, analytic, noise, status, tiers,
         evaluations=evaluations, seconds=time.perf_counter() - started, eps=eps_text,
         method=method, mode=mode, notes=notes,
-        extra={"loss_value": probes[0], "suspects_refined": int(idx.size)})
+        extra={"loss_value": probes[0], "suspects_refined": jd.refined,
+               "evaluations_by_phase": {"probes": 3,
+                                        "kernel": raw.calls,
+                                        "noise": calibration.evaluations,
+                                        "refinement": jd.evaluations
+                                        - calibration.evaluations},
+               **calibration.extra()})
+    result.detection_limit = detection_limit(numerical, analytic, noise, status,
+                                             tiers.excellent)
     tier = tier_of(result.relative_error, tiers)
     if result.passed and tier in ("suspicious", "wrong"):
         # _verdict note 5 lowered the tier: say so, and what would sharpen the check.
@@ -697,35 +481,6 @@ def check_grad(
             "keep |J| small (a mean rather than a sum, no constant offsets), or use "
             "method='richardson'")
     return result
-
-
-def _notes(layout: ParamLayout, status: np.ndarray, suspects: int, refined: bool) -> list[str]:
-    notes = []
-    kinks = np.flatnonzero(status == _S.KINK)
-    if kinks.size:
-        shown = ", ".join(layout.names_of(kinks[:5])) + (", ..." if kinks.size > 5 else "")
-        notes.append(
-            f"{kinks.size} component(s) sit at a kink ({shown}): the one-sided slopes "
-            "differ by an amount that does not shrink with the step, and the analytic "
-            "value is one of them (a valid one-sided derivative), so they are left out "
-            "of the verdict")
-    bad_loss = np.flatnonzero(status == _S.NONFINITE_LOSS)
-    if bad_loss.size:
-        shown = ", ".join(layout.names_of(bad_loss[:5])) + (", ..." if bad_loss.size > 5 else "")
-        notes.append(f"the loss returned NaN or inf around {bad_loss.size} component(s) "
-                     f"({shown}): their gradient could not be checked")
-    bad_grad = np.flatnonzero(status == _S.NONFINITE_GRAD)
-    if bad_grad.size:
-        shown = ", ".join(layout.names_of(bad_grad[:5])) + (", ..." if bad_grad.size > 5 else "")
-        notes.append(f"the analytic gradient is NaN or inf at {bad_grad.size} component(s) "
-                     f"({shown})")
-    if suspects and refined:
-        notes.append(f"{suspects} component(s) looked off at first and were evaluated again "
-                     f"at smaller steps (h/{REFINE:g}, h/{REFINE**2:g}, ... while undecided)")
-    if len(layout.dtypes) > 1:
-        notes.append("parameters of mixed dtypes: the verdict uses the bounds of the least "
-                     "precise one")
-    return notes
 
 
 def _finish_partial(result: GradCheckResult, loss: Callable, layout: ParamLayout,

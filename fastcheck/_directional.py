@@ -23,9 +23,12 @@ Design notes (the code refers to them):
 4. The step is relative to the block's scale, h = eps0 max(1, |theta_block|_inf) /
    |v|_inf, eps0 the default central step of the dtype (or the user's eps, then
    absolute).  A direction whose first mismatch exceeds its tolerance is
-   evaluated again at h/4, h/16, ... and judged like a component in check_grad's
-   second look: a bug's mismatch does not depend on the step, truncation and
-   noise do; a kink keeps its one-sided slopes apart.
+   evaluated again at h/4, h/16, ... (or at larger steps when rounding limits
+   it) and judged by the same rule as a component, fastcheck._judge.assess: a
+   bug's mismatch does not depend on the step, truncation and noise do; a kink
+   keeps its one-sided slopes apart.  A direction that looked off (or too coarse
+   for the "ok" tier) first has the noise measured (_noise, once per check); one
+   that cannot be resolved to the "ok" tier is "unresolved", not passed.
 5. Localisation is group testing with additive measurements.  A failing block
    is split in two halves of contiguous flat indices; the direction restricted
    to the left half is measured (2 evaluations).  When it passes, the right half
@@ -62,9 +65,18 @@ from typing import Any
 import numpy as np
 
 from fastcheck._evaluate import default_eps
+from fastcheck._judge import (
+    MAX_STEP,
+    REFINE,
+    REFINE_LEVELS,
+    UPWARD_LEVELS,
+    Noise,
+    assess,
+    status_notes,
+)
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._sample import BudgetExhausted, PartialCheck
-from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, relative_error, tier_of
+from fastcheck._verdict import KAPPA, ComponentStatus, relative_error, tier_of
 
 __all__ = ["DEFAULT_MAX_EVALS", "ParamsModified", "check_max_evals", "minimum_evals",
            "run_directional"]
@@ -72,8 +84,6 @@ __all__ = ["DEFAULT_MAX_EVALS", "ParamsModified", "check_max_evals", "minimum_ev
 _S = ComponentStatus
 DIRECTIONS = 2               # independent directions per block (note 2)
 MAGNITUDE = (0.5, 1.5)       # |v_i| range (note 2)
-REFINE = 4.0                 # re-test a failing direction at h / 4, h / 16, ... (note 4)
-REFINE_LEVELS = 4
 LEAF = 2                     # ranges this small are checked one by one (note 5)
 REANCHOR = 3.0               # measure the right half when inference gets this loose
 THROUGHOUT_LEVEL = 3         # 2**3 = 8 parts (note 6)
@@ -158,6 +168,7 @@ class _Measure:
     h: float
     plus: float
     minus: float
+    noise: float = math.nan   # rounding + truncation guess of d (note 1)
 
     @property
     def mismatch(self) -> float:
@@ -308,23 +319,40 @@ class _Directional:
         # <g, w> with w = (plus - minus) / 2h, the direction the dtype represented
         w = np.subtract(plus, minus, dtype=np.float64)
         g = float(np.dot(b.g[lo:hi], w)) / (2 * h)
-        j0 = check.center
         with np.errstate(all="ignore"):
             d = (jp - jm) / (2 * h)
-            delta = C_ROUND * check.unit * max(abs(jp), abs(jm), abs(j0))
+        noise, tol = self._tolerance(b, d, g, h, jp, jm, x)
+        return _Measure(d, g, tol, h, jp, jm, noise)
+
+    def _tolerance(self, b: _Block, d: float, g: float, h: float, jp: float, jm: float,
+                   x: np.ndarray | None = None) -> tuple[float, float]:
+        """Noise of a directional difference and its allowed mismatch (note 1)."""
+        check = self.check
+        j0 = check.center
+        with np.errstate(all="ignore"):
+            delta = float(self.noise_model().delta(j0, jp, jm)[()])
             gap = abs((jp - j0) - (j0 - jm)) / h
-            scale = max(1.0, float(np.max(np.abs(x)))) if x.size else 1.0
+            scale = (max(1.0, float(np.max(np.abs(x)))) if x is not None and x.size
+                     else b.scale)
             noise = delta / h + h * gap / scale
             tol = KAPPA * noise + check.tiers.excellent * (abs(d) + abs(g))
-        return _Measure(d, g, tol, h, jp, jm)
+        return noise, tol
 
     # ------------------------------------------------------- the block test
     def test(self, b: _Block, j: int) -> _Test:
-        """Note 4: first look at h; failing directions again at h/4, h/16, ..."""
+        """Note 4: first look at h; failing directions again at other steps, judged
+        by the one rule of _judge (:func:`fastcheck._judge.assess`)."""
         t = _Test(j)
         b.tests.append(t)
         check = self.check
         first = self.measure(b, j, 0, b.size, b.base_h, "directions")
+        poor = KAPPA * first.noise > check.tiers.ok * self.size(b, first)
+        if ((abs(first.mismatch) > first.tol or poor) and check.refine
+                and math.isfinite(first.d)):
+            # Suspect, or not resolved to the "ok" tier by the noise model: measure
+            # the noise (once per check) before believing either.
+            if self.calibrate():
+                first = self.remeasure(b, first)
         t.steps = 1
         t.d, t.g, t.h, t.tol = first.d, first.g, first.h, first.tol
         t.mismatch = t.estimate = first.mismatch
@@ -334,54 +362,91 @@ class _Directional:
         if not (math.isfinite(first.d) and math.isfinite(first.g)):
             t.status = "nonfinite"
             return t
-        if abs(first.mismatch) <= first.tol:
+        resolved_enough = KAPPA * first.noise <= check.tiers.ok * self.size(b, first)
+        if abs(first.mismatch) <= first.tol and resolved_enough:
             t.status = "pass"
             return t
         if not check.refine:
-            t.status = "wrong"
+            t.status = "wrong" if abs(first.mismatch) > first.tol else "unresolved"
             return t
-        m1 = first
+        self.refine_test(b, j, t, first)
+        return t
+
+    def refine_test(self, b: _Block, j: int, t: _Test, m1: _Measure) -> None:
+        """Refine a direction at h/4, h/16, ... or 4h, 16h, ... (_judge notes 2, 3)."""
+        check = self.check
         floor_rel = check.tiers.excellent
         j0 = check.center
-        for level in range(1, REFINE_LEVELS + 1):
-            m2 = self.measure(b, j, 0, b.size, m1.h / REFINE, "directions")
+        noise = self.noise_model()
+        rounding0 = float(noise.delta(j0, m1.plus, m1.minus)[()]) / m1.h
+        if abs(m1.mismatch) > m1.tol:   # a suspect: up when rounding limits it
+            up = KAPPA * REFINE * rounding0 >= 0.5 * abs(m1.mismatch)
+        else:                            # coarse: up when rounding dominates its noise
+            up = rounding0 >= 0.5 * m1.noise
+        factor = REFINE if up else 1 / REFINE
+        coef = extrapolated = math.nan
+        kink_before = False
+        levels = UPWARD_LEVELS if up else REFINE_LEVELS
+        for level in range(1, levels + 1):
+            m2 = self.measure(b, j, 0, b.size, m1.h * factor, "directions")
             t.steps += 1
-            h1, h2 = m1.h, m2.h
-            with np.errstate(all="ignore"):
-                delta = C_ROUND * check.unit * max(abs(j0), abs(m1.plus), abs(m1.minus),
-                                                   abs(m2.plus), abs(m2.minus))
-                up1, down1 = (m1.plus - j0) / h1, (j0 - m1.minus) / h1
-                up2, down2 = (m2.plus - j0) / h2, (j0 - m2.minus) / h2
-                gap1, gap2 = abs(up1 - down1), abs(up2 - down2)
-                floor = floor_rel * (abs(m2.d) + abs(m2.g))
-                resolve = abs(m1.mismatch - m2.mismatch)
-                kink = (gap2 > 0.5 * gap1 and gap2 > KAPPA * 4 * delta / h2
-                        and resolve < 0.25 * gap2)
-                tol_k = KAPPA * (2 * delta / h2 + abs(up1 - up2) + abs(down1 - down2)) + floor
-                kink_ok = min(up2, down2) - tol_k <= m2.g <= max(up2, down2) + tol_k
-                estimate = m2.mismatch + (m2.mismatch - m1.mismatch) / (REFINE ** 2 - 1)
-                rounding = 1.1 * delta / h2
-                miss = abs(estimate)
-                allowed = KAPPA * (rounding + resolve) + floor
-                fine = miss <= allowed
-                stable_wrong = not fine and resolve <= 0.1 * miss
-                finite = math.isfinite(estimate)
-            t.d, t.g, t.h, t.mismatch, t.tol = m2.d, m2.g, h2, m2.mismatch, allowed
-            t.estimate = m2.mismatch if kink else estimate
-            if not finite:
+            delta = noise.delta(j0, m1.plus, m1.minus, m2.plus, m2.minus)
+            lv = assess(j0, m1.h, m1.plus, m1.minus, m2.h, m2.plus, m2.minus, m1.g, m2.g,
+                        delta, floor_rel, coef, extrapolated)
+            kink = bool(lv.kink) and not up
+            last = level == levels or (up and m2.h * REFINE > MAX_STEP * b.scale)
+            floor = floor_rel * (abs(m2.d) + abs(m2.g))
+            limit = float(KAPPA * (lv.rounding + lv.trunc) + floor)
+            good = float(KAPPA * (lv.rounding + lv.reach) + floor) <= (
+                check.tiers.ok * self.size(b, m2))
+            t.d, t.g, t.h, t.mismatch, t.tol = m2.d, m2.g, m2.h, m2.mismatch, limit
+            t.estimate = m2.mismatch if kink else float(lv.richardson - m2.g)
+            if not lv.finite:
                 t.status = "nonfinite"
-            elif kink:
-                t.status = "kink" if kink_ok else "wrong"
-            elif fine:
-                t.status = "pass"
-            elif stable_wrong:
+            elif kink and (kink_before or last):
+                t.status = "kink" if lv.kink_ok else "wrong"
+            elif not kink and lv.stable_wrong:
                 t.status = "wrong"
-            elif level == REFINE_LEVELS or REFINE * rounding * KAPPA >= miss:
-                t.status = "pass"   # the arithmetic cannot resolve it (as second_look)
+            elif not kink and lv.fine and (lv.settled or last) and good:
+                t.status = "pass"
+            elif up and (lv.resolve > 4 * lv.rounding or last):
+                t.status = "pass" if lv.fine and good else "unresolved"
+            elif not up and (last or REFINE * lv.rounding * KAPPA >= (
+                    check.tiers.ok * self.size(b, m2) if lv.fine else lv.miss)):
+                t.status = "pass" if lv.fine and good else "unresolved"
             if t.status != "undecided":
-                return t
-            m1 = m2
-        return t  # pragma: no cover - the loop always decides at its last level
+                return
+            m1, coef, extrapolated, kink_before = m2, float(lv.coef), float(lv.richardson), kink
+
+    @staticmethod
+    def size(b: _Block, m: _Measure) -> float:
+        """The size a direction's resolution is judged against: its own derivative,
+        or the block's gradient norm when that is larger (_judge note 3)."""
+        return max(abs(m.d) + abs(m.g), float(np.linalg.norm(b.g)))
+
+    def noise_model(self) -> Noise:
+        """The check's noise model (measured once a direction looked off)."""
+        return self.check.noise if self.check.noise is not None else Noise(self.check.unit)
+
+    def calibrate(self) -> bool:
+        """Measure the noise once (8 or 16 evaluations within the budget); True when
+        the noise model or the tiers changed."""
+        check = self.check
+        calibration = check.calibration()
+        if (check.noise_option == "model" or calibration.estimate is not None
+                or check.remaining < 24 + 2):
+            return False
+        found = calibration(check.analytic, check.analytic, check.values())
+        check.spend(calibration.evaluations, "noise")
+        if found is None:
+            return False
+        check.noise, check.tiers = found[0], found[1]
+        return True
+
+    def remeasure(self, b: _Block, m: _Measure) -> _Measure:
+        """The first measurement's tolerance under the measured noise (no evaluation)."""
+        noise, tol = self._tolerance(b, m.d, m.g, m.h, m.plus, m.minus)
+        return replace(m, tol=tol, noise=noise)
 
     # --------------------------------------------------------- localisation
     def _failing(self, node: _Node) -> bool:
@@ -554,7 +619,7 @@ def _shown(names: list[str], limit: int = 5) -> str:
 
 
 def _block_verdict(rel: float, tiers: Any, bad: bool, nonfinite_grad: bool,
-                   unsure: bool) -> str:
+                   unsure: bool, unresolved: bool = False) -> str:
     if nonfinite_grad:
         return "wrong"
     tier = tier_of(rel, tiers) if math.isfinite(rel) else "suspicious"
@@ -564,14 +629,25 @@ def _block_verdict(rel: float, tiers: Any, bad: bool, nonfinite_grad: bool,
         tier = "ok"
     if unsure and tier in ("excellent", "ok"):
         return "suspicious"
+    if unresolved and not bad and tier in ("excellent", "ok"):
+        return "unresolved"
     return tier
+
+
+def _detection_limit(work: _Directional) -> float:
+    """The smallest single-component error the directional tests would have seen:
+    e_i shows as e_i w_i with |w_i| >= 0.5, against the test's tolerance (_judge
+    note 4); and the limit of the components checked one by one."""
+    tols = [2 * t.tol for b in work.blocks for t in b.tests
+            if t.status in ("pass", "wrong", "kink", "unresolved") and math.isfinite(t.tol)]
+    limits = [*tols, work.check.detection_limit(work.status)]
+    limits = [v for v in limits if math.isfinite(v)]
+    return max(limits) if limits else math.nan
 
 
 def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], float],
                     eps_text: str, notes: list[str]) -> GradCheckResult:
     """mode="directional" (module notes); the result of check_grad."""
-    from fastcheck._check import _notes
-
     work = _Directional(check, seed)
     work.run()
     layout = check.layout
@@ -592,12 +668,14 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
         statuses = [t.status for t in b.tests]
         unsure = b.size > 0 and (len(b.tests) < DIRECTIONS or "undecided" in statuses
                   or "nonfinite" in statuses)
+        unresolved = "unresolved" in statuses or bool(np.any(st == _S.UNRESOLVED))
         bad = b.failed or wrong_here.size > 0 or bool(b.residual)
         verdict = "wrong" if b.throughout else _block_verdict(
-            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure)
+            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure, unresolved)
         label = ("wrong throughout" if b.throughout else "wrong" if bad
                  else "empty" if not b.size else "not tested" if not b.tests
                  else "undecided" if unsure
+                 else "unresolved" if unresolved
                  else "pass")
         per_block[b.name] = {
             "status": label, "relative_error": rel, "directions": len(b.tests),
@@ -614,7 +692,8 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
     bad = any(f.startswith("wrong") for f in flags)
     unsure = any(f in ("undecided", "not tested") for f in flags)
     verdict = "wrong" if any(b.throughout for b in work.blocks) else _block_verdict(
-        rel, tiers, bad, bool(np.any(status == _S.NONFINITE_GRAD)), unsure)
+        rel, tiers, bad, bool(np.any(status == _S.NONFINITE_GRAD)), unsure,
+        any(f == "unresolved" for f in flags))
 
     checked = int(np.count_nonzero(status != _S.NOT_CHECKED))
     tested = sum(1 for b in work.blocks if b.tests)
@@ -632,7 +711,14 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
         total = check.max_evals + 1 if check.max_evals is not None else None
         out_notes.append(f"max_evals={total} was not enough to finish: see above for what "
                          "was not covered")
-    out_notes += _notes(layout, status, 0, False)
+    out_notes += check.calibration().notes()
+    out_notes += status_notes(layout, status, 0, False)
+    out_notes += check.limit_notes(status)
+    if any(f == "unresolved" for f in flags):
+        names = [b.name for b in work.blocks if per_block[b.name]["status"] == "unresolved"]
+        out_notes.append(
+            f"{_shown(names)}: a directional test could not be resolved to the 'ok' tier "
+            "even at larger steps (the loss is too noisy here), so it is not passed")
     if check.phases.get("unrefined"):
         out_notes.append(f"{check.phases['unrefined']} suspect component(s) could not be "
                          "re-evaluated at smaller steps within max_evals and count as wrong")
@@ -649,7 +735,9 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
             "found": layout.names_of(np.flatnonzero(status == _S.WRONG)[:100]),
             "throughout": [b.name for b in work.blocks if b.throughout],
             "uncovered": uncovered},
-        "evaluations_by_phase": dict(check.phases)}
+        "evaluations_by_phase": dict(check.phases),
+        **check.calibration().extra()}
+    result.detection_limit = _detection_limit(work)
     result.parameters = reports
     result.verdict, result.passed, result.relative_error = (
         verdict, verdict in ("excellent", "ok"), rel)

@@ -37,7 +37,8 @@ class Component:
     score : float
         The ranking key: ``abs_diff / (|numerical| + |analytic| + 3 * noise)``.
     status : str
-        "ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient" or "not checked".
+        "ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient", "not checked"
+        or "unresolved".
     """
 
     name: str
@@ -113,9 +114,12 @@ class GradCheckResult:
     Attributes
     ----------
     verdict : str
-        "excellent", "ok", "suspicious" or "wrong" for the gradient; or
-        "nondeterministic" (the loss is not a function of the parameters alone) or
-        "invalid" (the loss changed the parameters, or is not finite at them).
+        "excellent", "ok", "suspicious" or "wrong" for the gradient; "unresolved"
+        when no component is wrong but some could not be resolved to the "ok"
+        tier (or only kinks were left to judge): not a pass, see the notes for
+        the limit and the step that would resolve them; or "nondeterministic"
+        (the loss is not a function of the parameters alone) or "invalid" (the
+        loss changed the parameters, or is not finite at them).
     passed : bool
         True for "excellent" and "ok".
     relative_error : float
@@ -140,6 +144,12 @@ class GradCheckResult:
         The relative-error bounds used for the verdict (derived from the dtype).
     notes : list of str
         Plain-language findings (kinks, nondeterminism, non-finite values, ...).
+    detection_limit : float
+        The largest error a single checked component could carry without being
+        flagged (absolute, in the gradient's units): KAPPA x its noise plus the
+        "excellent" floor, maximised over the checked components; for
+        mode="directional" the smallest single-component error the directional
+        tests would have seen.  NaN when nothing was judged.
     """
 
     verdict: str
@@ -159,6 +169,7 @@ class GradCheckResult:
     tiers: Tiers | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list, repr=False)
     extra: dict = field(default_factory=dict, repr=False)
+    detection_limit: float = math.nan
 
     # --------------------------------------------------------------- structures
     @property
@@ -189,6 +200,11 @@ class GradCheckResult:
     def n_kinks(self) -> int:
         """Components at a kink (kept out of the verdict)."""
         return self._count(_S.KINK)
+
+    @property
+    def n_unresolved(self) -> int:
+        """Components the arithmetic could not resolve to the "ok" tier."""
+        return self._count(_S.UNRESOLVED)
 
     @property
     def n_checked(self) -> int:
@@ -264,6 +280,9 @@ class GradCheckResult:
             parts.append(f"{self.n_wrong:,} wrong")
         if self.n_kinks:
             parts.append(f"{self.n_kinks:,} at kinks")
+        unresolved = self._count(_S.UNRESOLVED)
+        if unresolved:
+            parts.append(f"{unresolved:,} not resolved")
         nonfinite = self._count(_S.NONFINITE_LOSS)
         if nonfinite:
             parts.append(f"{nonfinite:,} not finite")
@@ -285,7 +304,9 @@ class GradCheckResult:
                else ")")
             for p in bad)
         if good:
-            tiers = sorted({p.verdict for p in good}, key=TIERS.index)
+            order = (*TIERS, "unresolved", "not checked")
+            tiers = sorted({p.verdict for p in good},
+                           key=lambda v: order.index(v) if v in order else len(order))
             rest = "every other parameter is " + " or ".join(tiers)
             return f"{said}; {rest}."
         return said + "."
@@ -342,6 +363,7 @@ class GradCheckResult:
             "wrong": self.n_wrong,
             "kinks": self.n_kinks,
             "tiers": self.tiers.as_dict() if self.tiers else None,
+            "detection_limit": _plain(self.detection_limit),
             "parameters": [p.as_dict() for p in self.parameters],
             "worst": [c.as_dict() for c in self.worst(k)],
             "notes": list(self.notes),
@@ -362,19 +384,38 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray) -> str:
-    """The corrected verdict of a set of components (_verdict note 5)."""
+def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray,
+                  numerical: np.ndarray | None = None,
+                  analytic: np.ndarray | None = None) -> str:
+    """The corrected verdict of a set of components (_verdict note 5, _judge note 4).
+
+    A confirmed wrong component whose own relative difference is in the "wrong"
+    tier makes the verdict "wrong", whatever the global metric (the headline
+    agrees with the components).  Unresolved components, or nothing left to
+    judge but kinks, make an otherwise passing verdict "unresolved".
+    """
     tier = tier_of(rel, tiers)
-    wrong = np.count_nonzero((status == _S.WRONG) | (status == _S.NONFINITE_GRAD))
+    wrong_mask = status == _S.WRONG
+    wrong = np.count_nonzero(wrong_mask | (status == _S.NONFINITE_GRAD))
     unverifiable = np.count_nonzero(status == _S.NONFINITE_LOSS)
     if np.any(status == _S.NONFINITE_GRAD):
         return "wrong"
+    if wrong and numerical is not None and analytic is not None:
+        n, a = numerical[wrong_mask], analytic[wrong_mask]
+        with np.errstate(all="ignore"):
+            own = np.abs(n - a) / (np.abs(n) + np.abs(a))
+        if np.any(own > tiers.suspicious):
+            return "wrong"
     if wrong and tier in ("excellent", "ok"):
         return "suspicious"
     if not wrong and tier in ("suspicious", "wrong"):
         tier = "ok"
     if unverifiable and tier in ("excellent", "ok"):
         return "suspicious"
+    judged = np.count_nonzero((status == _S.OK) | wrong_mask)
+    if not wrong and (np.any(status == _S.UNRESOLVED)
+                      or (judged == 0 and np.any(status == _S.KINK))):
+        return "unresolved"
     return tier
 
 
@@ -409,7 +450,7 @@ def build_result(
     """
     counted = (status == _S.OK) | (status == _S.WRONG)
     rel = relative_error(numerical[counted], analytic[counted])
-    verdict = _verdict_from(rel, tiers, status)
+    verdict = _verdict_from(rel, tiers, status, numerical, analytic)
     offsets = layout.offsets
     scores_holder = GradCheckResult(
         verdict, verdict in ("excellent", "ok"), rel, layout, numerical, analytic, noise,
@@ -427,7 +468,8 @@ def build_result(
         reports.append(ParameterReport(
             name=name, shape=tuple(array.shape), dtype=array.dtype.name,
             relative_error=prel,
-            verdict=_verdict_from(prel, tiers, st) if checked else "not checked",
+            verdict=(_verdict_from(prel, tiers, st, numerical[lo:hi], analytic[lo:hi])
+                     if checked else "not checked"),
             size=hi - lo, checked=checked,
             wrong=int(np.count_nonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))),
             kinks=int(np.count_nonzero(st == _S.KINK)),

@@ -27,6 +27,15 @@ import numpy as np
 
 from fastcheck import _kernel
 from fastcheck._evaluate import METHODS, run_kernel
+from fastcheck._judge import (
+    REFINE_LEVELS,
+    Calibration,
+    Noise,
+    detection_limit,
+    judge_components,
+    limit_notes,
+    status_notes,
+)
 from fastcheck._params import ParamLayout
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._verdict import ComponentStatus, Tiers
@@ -167,7 +176,11 @@ class PartialCheck:
     progress_total: int = 0
     executor: Any = None
     phases: dict = field(default_factory=dict)
+    noise: Noise | None = None
+    noise_option: str | float = "auto"   # check_grad's noise= (validated)
+    judged: list = field(default_factory=list, repr=False)
     _x: np.ndarray | None = field(default=None, repr=False)
+    _calibration: Calibration | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------- budget
     @property
@@ -210,8 +223,6 @@ class PartialCheck:
         indices).  With a budget, suspects that cannot be refined within it keep
         the first look's verdict (WRONG), as with ``refine=False``.
         """
-        from fastcheck._check import REFINE_LEVELS, first_look, second_look
-
         flat = np.asarray(flat, dtype=np.intp)
         if flat.size == 0:
             empty = np.empty(0)
@@ -225,22 +236,55 @@ class PartialCheck:
         if self.method != "complex":
             raw.center = self.center
         analytic = self.analytic[flat]
-        numerical, noise, status, suspect = first_look(
-            raw, analytic, self.values()[flat], self.unit, self.tiers.excellent)
-        idx = np.flatnonzero(suspect)
-        affordable = self.remaining >= 2 * REFINE_LEVELS * idx.size + (
-            0 if self.method == "central" else 2 * idx.size)
-        if self.refine and idx.size and self.method != "complex" and affordable:
-            n2, noise2, status2, extra = second_look(
-                self.loss, self.layout, raw, idx, analytic[idx], self.unit,
-                self.tiers.excellent, self.threads)
-            self.spend(extra, phase)
-            numerical[idx], noise[idx], status[idx] = n2, noise2, status2
-        else:
-            status[idx] = _S.WRONG
-            if self.refine and idx.size and self.method != "complex":
-                self.phases["unrefined"] = self.phases.get("unrefined", 0) + int(idx.size)
-        return numerical, noise, status
+        per_suspect = 2 * REFINE_LEVELS + (0 if self.method == "central" else 2)
+
+        def affordable(count: int) -> bool:
+            return self.remaining >= per_suspect * count
+
+        jd = judge_components(
+            self.loss, self.layout, raw, analytic, self.values()[flat],
+            self.noise if self.noise is not None else Noise(self.unit), self.tiers,
+            refine=self.refine, threads=self.threads,
+            calibrate=self.calibration() if self.noise_option != "model" else None,
+            affordable=affordable)
+        calibration = self.calibration()
+        noise_spent = calibration.evaluations - self.phases.get("noise", 0)
+        self.spend(noise_spent, "noise")
+        self.spend(jd.evaluations - noise_spent, phase)
+        self.noise, self.tiers = jd.noise, jd.tiers
+        if jd.unrefined:
+            self.phases["unrefined"] = self.phases.get("unrefined", 0) + jd.unrefined
+        self.judged.append((flat, jd))
+        return jd.numerical, jd.err, jd.status
+
+    def limit_notes(self, status: np.ndarray) -> list[str]:
+        """The notes on unresolved components, over everything judged one by one."""
+        if not self.judged:
+            return []
+        flat = np.concatenate([f for f, _ in self.judged])
+        parts = [np.concatenate([getattr(jd, a) for _, jd in self.judged])
+                 for a in ("numerical", "err")]
+        return limit_notes(self.layout, parts[0], self.analytic[flat], parts[1],
+                           status[flat], self.tiers, self.noise or Noise(self.unit), None,
+                           flat=flat)
+
+    def detection_limit(self, status: np.ndarray) -> float:
+        """The judged components' detection limit (_judge note 4)."""
+        if not self.judged:
+            return math.nan
+        flat = np.concatenate([f for f, _ in self.judged])
+        numerical = np.concatenate([jd.numerical for _, jd in self.judged])
+        err = np.concatenate([jd.err for _, jd in self.judged])
+        return detection_limit(numerical, self.analytic[flat], err, status[flat],
+                               self.tiers.excellent)
+
+    def calibration(self) -> Calibration:
+        """The one noise measurement of this check (made when the judge asks)."""
+        if self._calibration is None:
+            given = self.noise_option if isinstance(self.noise_option, float) else None
+            self._calibration = Calibration(self.loss, self.layout, self.center, self.unit,
+                                            self.tiers, given=given)
+        return self._calibration
 
 
 def sample_indices(layout: ParamLayout, k_per_block: tuple[int, ...],
@@ -258,8 +302,6 @@ def run_sample(check: PartialCheck, options: ModeOptions, *, seed: int, seconds:
                eps_text: str, notes: list[str],
                progress: Callable[[int, int], Any] | None = None) -> GradCheckResult:
     """mode="sample": k components per parameter, checked one by one (note 3)."""
-    from fastcheck._check import _notes
-
     layout = check.layout
     rng = np.random.default_rng(seed)
     flat = sample_indices(layout, options.k_per_block, rng)
@@ -280,17 +322,23 @@ def run_sample(check: PartialCheck, options: ModeOptions, *, seed: int, seconds:
                      "unseen (mode='directional' covers every component in a few hundred "
                      "evaluations)")
     suspects = check.phases.get("unrefined", 0)
-    notes += _notes(layout, status, 0, False)
+    notes += check.calibration().notes()
+    notes += status_notes(layout, status, 0, False)
+    notes += check.limit_notes(status)
     if suspects:
         notes.append(f"{suspects} suspect component(s) were not re-evaluated at smaller steps "
                      "and count as wrong")
-    return build_result(
+    result = build_result(
         layout, numerical, check.analytic, noise, status, check.tiers,
         evaluations=check.evaluations, seconds=seconds(), eps=eps_text, method=check.method,
         mode="sample", notes=notes,
         extra={"loss_value": check.center, "seed": seed,
                "sampled": dict(zip(layout.names, map(int, options.k_per_block),
-                                   strict=True))})
+                                   strict=True)),
+               "evaluations_by_phase": dict(check.phases),
+               **check.calibration().extra()})
+    result.detection_limit = check.detection_limit(status)
+    return result
 
 
 def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamLayout,
@@ -298,7 +346,8 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
                 method: str, step: float | None, relative: bool, refine: bool, threads: int,
                 evaluations: int, seconds_per_eval: float, progress: Any,
                 warn_seconds: float | None, eps_text: str, notes: list[str],
-                started: float, executor: Any = None) -> GradCheckResult:
+                started: float, executor: Any = None,
+                noise: str | float = "auto") -> GradCheckResult:
     """Run mode="sample" or mode="directional" after check_grad's probes."""
     import time
 
@@ -310,7 +359,7 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
     if seed is None:
         seed = int(np.random.default_rng().integers(2**32))
     check = PartialCheck(loss, layout, analytic, center, unit, tiers, method, step, relative,
-                         refine, threads, evaluations, executor=executor)
+                         refine, threads, evaluations, executor=executor, noise_option=noise)
     check.phases["probes"] = evaluations
 
     def seconds() -> float:

@@ -1,5 +1,9 @@
 """The verdict: tiers derived from the dtype, and a noise model per component.
 
+The rule that applies these notes lives in one place, fastcheck._judge (its own
+notes add the measured noise, scaling evidence, steps up, honest limits and the
+kink probe); fastcheck._noise measures the noise that note 2 only models.
+
 Numbered notes (the code refers to them):
 
 1. Tiers.  The reference table (DESIGN.md) for float64 is 1e-7 / 1e-5 / 1e-3.  Those
@@ -12,7 +16,8 @@ Numbered notes (the code refers to them):
    roundoff of the least precise parameter dtype (the loss is computed at that
    precision, usually) and C_ROUND = 32 allowing for a loss that accumulates
    rounding over many terms.  It is deliberately a modest estimate: a component
-   that looks wrong against it is not called wrong yet, it is re-examined (note 4).
+   that looks wrong against it is not called wrong yet, it is re-examined (note 4),
+   and the noise is then measured (_noise; _judge note 1 uses max(measured, u |J|)).
 3. First look (no extra evaluations): component i is *suspect* when
    |D_i - g_i| > KAPPA * (rounding_i + truncation_i) + floor_i, where rounding_i
    is delta / h for a central difference (2 delta / h one-sided), truncation_i is a
@@ -31,14 +36,16 @@ Numbered notes (the code refers to them):
      when |R - g| > KAPPA * (rounding(R) + |D - D'|) + floor.
    A real bug keeps the same difference at every step, so it survives; noise and
    truncation change with the step, so they do not.  A suspect whose miss a step
-   4x smaller would already drown in rounding goes the other way, to 4h and 16h
-   (at most 2 levels; not from central4's or richardson's pair, which starts at
+   4x smaller would already drown in rounding goes the other way, to larger steps
+   (_judge note 3; not from central4's or richardson's pair, which starts at
    u**(1/5) already: 4x and 16x that cross the kinks of an ordinary ReLU network).
 5. The overall verdict starts from the tier of the relative error (over the
    components that are not kinks) and is then corrected by the component test:
    a confirmed wrong component makes it at least "suspicious" (one bad component
-   among 1e4 barely moves the global metric), and when no component differs beyond
-   its noise the verdict is at most "ok" (the arithmetic cannot resolve more).
+   among 1e4 barely moves the global metric) -- "wrong" when its own relative
+   difference is in the "wrong" tier -- and when no component differs beyond its
+   noise the verdict is at most "ok"; "unresolved" when some component could not be
+   resolved to the "ok" tier (_judge note 4).
 6. Steps wider than the loss's own scale.  The default step is relative to
    max(1, |theta_i|), so a component whose loss varies on a scale s << 1 (e.g.
    theta_i ~ 1e-6 with J depending on theta_i / 1e-6) is first probed with h >> s.
@@ -58,8 +65,8 @@ Numbered notes (the code refers to them):
      from their own finer central pair, which has little rounding.
    - A kink must show a slope gap that neither shrinks nor grows (within 2x) on
      two successive pairs of steps.
-   - What is still truncation-dominated at the smallest step stays "ok" (never
-     a false failure) with its large noise, and a note names it.
+   - What is still truncation-dominated at the smallest step is never a false
+     failure: it is "unresolved" (_judge note 4), and a note names it.
    The cost stays 2 evaluations per undecided suspect per level, none for
    components that pass.
 7. Kinks in float32.  A float32 ReLU network exactly on its kink (30 seeds of
@@ -98,6 +105,7 @@ __all__ = [
     "relative_error",
     "tier_of",
     "tiers_for",
+    "tiers_for_unit",
 ]
 
 C_ROUND = 32.0
@@ -114,8 +122,10 @@ class ComponentStatus:
     NONFINITE_LOSS = 3    # the loss returned NaN/inf around it: cannot be checked
     NONFINITE_GRAD = 4    # the analytic gradient is NaN/inf there
     NOT_CHECKED = 5       # outside the components a partial check covered
+    UNRESOLVED = 6        # the arithmetic could not resolve it to the "ok" tier (_judge)
 
-    NAMES = ("ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient", "not checked")
+    NAMES = ("ok", "wrong", "kink", "nonfinite loss", "nonfinite gradient", "not checked",
+             "unresolved")
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,12 @@ def tiers_for(dtype: np.dtype) -> Tiers:
     """The tier bounds for parameters of `dtype` (note 1)."""
     u = float(np.finfo(dtype).eps) / 2
     return Tiers(np.dtype(dtype).name, u ** (7 / 16), u ** (5 / 16), u ** (3 / 16))
+
+
+def tiers_for_unit(unit: float, label: str) -> Tiers:
+    """The tier bounds for a loss that resolves like unit roundoff `unit` (note 1),
+    e.g. a float64 loss computed in float32 inside (_check, effective precision)."""
+    return Tiers(label, unit ** (7 / 16), unit ** (5 / 16), unit ** (3 / 16))
 
 
 def tier_of(rel_error: float, tiers: Tiers) -> str:
@@ -168,16 +184,3 @@ def relative_error(numerical: np.ndarray, analytic: np.ndarray) -> float:
     diff = np.linalg.norm((numerical - analytic) / scale)
     total = np.linalg.norm(numerical / scale) + np.linalg.norm(analytic / scale)
     return float(diff / total)
-
-
-def rounding_noise(center: float | None, *sides: np.ndarray | None,
-                   unit_roundoff: float) -> np.ndarray:
-    """delta_i, the absolute noise of one loss evaluation around component i (note 2)."""
-    values = [np.abs(s) for s in sides if s is not None]
-    scale = values[0].copy() if values else None
-    for v in values[1:]:
-        np.maximum(scale, v, out=scale)
-    if center is not None and np.isfinite(center):
-        scale = np.maximum(scale, abs(center)) if scale is not None else np.array([abs(center)])
-    with np.errstate(invalid="ignore"):
-        return C_ROUND * unit_roundoff * np.where(np.isfinite(scale), scale, 0.0)

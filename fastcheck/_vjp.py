@@ -30,12 +30,13 @@ b. The represented perturbation.  θ ± h v is rounded when written into the
    float64, and by linearity the directional difference approximates J·(d₊ + d₋)/2h.
    So the tangent given to jvp / hvp is v_eff = (d₊ + d₋) / 2h, not v: the
    comparison carries no rounding of the step.
-c. Two steps, h and h/4 (four evaluations per vector, for every output at once).
-   With e = numerical − analytic at each step, the Richardson value
-   e_R = e₂ + (e₂ − e₁)/15 removes the h² truncation, and |e₁ − e₂| measures what
-   the arithmetic can resolve.  A component is wrong when
-   |e_R| > KAPPA · (rounding + |e₁ − e₂|) + excellent · (|numerical| + |analytic|),
-   with rounding = 1.1 δ / h₂ and δ = C_ROUND · u · scale (_verdict notes 2-4).
+c. Two steps, h and h/4 (four evaluations per vector, for every output at once),
+   judged by the one rule of fastcheck._judge (judge_two_steps): with
+   e = numerical − analytic at each step, the Richardson value e_R removes the h²
+   truncation, |e₁ − e₂| measures what the arithmetic can resolve, and a
+   component is wrong only when the miss is stable and the differences resolved
+   (_judge note 2), with δ = C_ROUND · u · scale (_verdict note 2).  What the two
+   steps cannot resolve is "unresolved".
 d. The scale of δ.  A computed array (an output of f, a gradient) can cancel
    inside: a component near 0 may be the difference of large terms and carry
    their rounding.  δ therefore uses the largest magnitude in the same array
@@ -61,16 +62,19 @@ import numpy as np
 from fastcheck import _check
 from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
 from fastcheck._executor import check_executor
+from fastcheck._judge import Noise, detection_limit, judge_two_steps
+from fastcheck._noise import check_noise_option
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, _plain, build_result
-from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, Tiers, tiers_for
+from fastcheck._verdict import C_ROUND, ComponentStatus, Tiers, tiers_for
 
 __all__ = ["check_hvp", "check_jvp", "check_vjp"]
 
 _S = ComponentStatus
 # The second step is h / REFINE (note c).
 REFINE = 4.0
-_SEVERITY = {"excellent": 0, "ok": 1, "suspicious": 2, "wrong": 3, "nondeterministic": 4,
+_SEVERITY = {"excellent": 0, "ok": 1, "unresolved": 1.5, "suspicious": 2, "wrong": 3,
+             "nondeterministic": 4,
              "invalid": 5}
 
 
@@ -147,6 +151,10 @@ def _combine(results: list[GradCheckResult], kind: str, vectors: str, seed: Any,
                 "wrong_parameters": [p.name for p in r.parameters if p.wrong]}
                for i, r in enumerate(results)]
     worst.extra = {**worst.extra, "vectors": summary, "shown": k, "seed": seed}
+    if math.isnan(worst.detection_limit) and worst.tiers is not None:
+        worst.detection_limit = detection_limit(worst.numerical_flat, worst.analytic_flat,
+                                                worst.noise_flat, worst.status,
+                                                worst.tiers.excellent)
     worst.evaluations = sum(r.evaluations for r in results)
     worst.seconds = sum(r.seconds for r in results)
     worst.mode = mode
@@ -193,6 +201,7 @@ def check_vjp(
     refine: bool = True,
     progress: Callable[[int, int], Any] | None = None,
     executor: Any = None,
+    noise: str | float = "auto",
 ) -> GradCheckResult:
     """Check a hand-written vector-Jacobian product (a layer's backward pass).
 
@@ -215,7 +224,7 @@ def check_vjp(
         Random cotangents (>= 1).  Each costs one full gradient check.
     seed : int or None
         Seed of the cotangents (standard normal entries).
-    eps, method, mode, before_eval, refine, progress, executor
+    eps, method, mode, before_eval, refine, progress, executor, noise
         As for :func:`fastcheck.check_grad`.
 
     Returns
@@ -236,6 +245,7 @@ def check_vjp(
     n_cotangents = _check_count(n_cotangents, "n_cotangents")
     check_method(method, _check.CHECK_METHODS)
     check_eps(eps)
+    check_noise_option(noise)
     if mode not in _check.MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(_check.MODES)}")
     check_executor(executor, f)
@@ -268,7 +278,8 @@ def check_vjp(
                 progress(_k * total + done, n_cotangents * total)
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
-            before_eval=before_eval, refine=refine, progress=report, executor=executor))
+            before_eval=before_eval, refine=refine, progress=report, executor=executor,
+            noise=noise))
     how = "each a gradient check of J_u(θ) = ⟨u, f(θ)⟩ against vjp(θ, u)"
     return _combine(results, "check_vjp", "cotangents", seed, how,
                     "vjp" if mode == "full" else f"vjp, {mode}")
@@ -333,24 +344,14 @@ class _Directional:
         return plus, minus, eff
 
 
-def _judge(y0: np.ndarray, ys: list[np.ndarray], h1: float, h2: float, d1: np.ndarray,
-           d2: np.ndarray, g1: np.ndarray, g2: np.ndarray, scale: np.ndarray, unit: float,
-           tiers: Tiers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Numerical value, noise and status per component from two steps (note c)."""
-    with np.errstate(all="ignore"):
-        big = np.maximum(np.max(np.abs(np.stack([y0, *ys])), axis=0), scale)
-        delta = C_ROUND * unit * np.where(np.isfinite(big), big, 0.0)
-        e1, e2 = d1 - g1, d2 - g2
-        e_r = e2 + (e2 - e1) / (REFINE ** 2 - 1)
-        numerical = g2 + e_r
-        resolve = np.abs(e1 - e2)
-        noise = 1.1 * delta / h2 + resolve
-        floor = tiers.excellent * (np.abs(numerical) + np.abs(g2))
-        wrong = np.abs(e_r) > KAPPA * noise + floor
-        status = np.where(wrong, _S.WRONG, _S.OK).astype(np.int8)
-        status[~np.isfinite(numerical)] = _S.NONFINITE_LOSS
-        status[~(np.isfinite(g1) & np.isfinite(g2))] = _S.NONFINITE_GRAD
-    return numerical, noise, status
+def _judge(y0: np.ndarray, ys: list[np.ndarray], h1: float, h2: float, g1: np.ndarray,
+           g2: np.ndarray, scale: np.ndarray, unit: float, tiers: Tiers
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numerical value, noise and status per component from two steps (note c):
+    the one rule of :mod:`fastcheck._judge`, at its last level."""
+    delta = Noise(unit).delta(y0, *ys, scale)
+    return judge_two_steps(y0, h1, ys[0], ys[1], h2, ys[2], ys[3], g1, g2, delta,
+                           tiers.excellent)
 
 
 def _tangent(layout: ParamLayout, rng: np.random.Generator, eps: float | None,
@@ -494,8 +495,7 @@ def check_jvp(
                          .astype(np.float64).ravel())
             ys = [p1.ravel(), m1.ravel(), p2.ravel(), m2.ravel()]
             scale = np.full(m, np.max(np.abs(y0)))
-            nu, no, st = _judge(y0, ys, h1, h2, (ys[0] - ys[1]) / (2 * h1),
-                                (ys[2] - ys[3]) / (2 * h2), g[0], g[1], scale, unit, tiers)
+            nu, no, st = _judge(y0, ys, h1, h2, g[0], g[1], scale, unit, tiers)
             numerical.append(nu)
             noise.append(no)
             status.append(st)
@@ -602,9 +602,8 @@ def check_hvp(
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"{exc}. hvp(params, v) must return H·v in the structure "
                                 "of params") from None
-        numerical, noise, status = _judge(g0, [p1, m1, p2, m2], h1, h2, (p1 - m1) / (2 * h1),
-                                          (p2 - m2) / (2 * h2), g[0], g[1], scale, unit,
-                                          tiers)
+        numerical, noise, status = _judge(g0, [p1, m1, p2, m2], h1, h2, g[0], g[1], scale,
+                                          unit, tiers)
         results.append(build_result(
             layout, numerical, g[1], noise, status, tiers, evaluations=run.calls,
             seconds=time.perf_counter() - started, eps=eps_text, method="central",
