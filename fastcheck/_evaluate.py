@@ -7,7 +7,6 @@ curvature and kink tests all come from the same evaluations (DESIGN, error model
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,15 @@ from fastcheck import _kernel
 from fastcheck._kernel import ComplexStepError
 from fastcheck._lowlevel import as_c_loss
 from fastcheck._params import ParamLayout
+from fastcheck._validate import (  # re-exported: the validators moved there
+    check_eps,
+    check_flag,
+    check_method,
+    check_threads,
+)
 
-__all__ = ["METHODS", "Method", "RawEvaluations", "default_eps", "run_kernel"]
+__all__ = ["METHODS", "Method", "RawEvaluations", "check_eps", "check_flag", "check_loss",
+           "check_method", "check_threads", "default_eps", "run_kernel"]
 
 # How often (in components) the kernel calls back for Ctrl-C, other threads and
 # progress (Python losses).  The hook costs well under a microsecond; every 16
@@ -57,7 +63,7 @@ class Method:
 _C, _P, _M = _kernel.EVAL_CENTER, _kernel.EVAL_PLUS, _kernel.EVAL_MINUS
 _P2, _M2 = _kernel.EVAL_PLUS2, _kernel.EVAL_MINUS2
 
-METHODS: dict[str, Method] = {
+METHODS: dict[str, Method] = {  # keys: _validate.METHOD_NAMES, same order
     # Central also evaluates J(theta) once: with it the same evaluations give the
     # forward and backward differences, the curvature and the kink test for free.
     "central": Method("central", _C | _P | _M, 2, 1 / 3, 2),
@@ -447,21 +453,6 @@ class WithBeforeEval:
         return self.loss(params)
 
 
-def check_eps(eps: Any) -> float | None:
-    """Validate a user's eps: None, or a finite positive number."""
-    if eps is None:
-        return None
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
-        raise TypeError(f"eps must be a positive number or None, got {type(eps).__name__}")
-    try:
-        value = float(eps)
-    except OverflowError:  # an int beyond the float range, e.g. 2**1100
-        value = math.inf
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    return value
-
-
 def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -> None:
     """Refuse an absolute step that vanishes next to some component.
 
@@ -495,14 +486,6 @@ def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -
                 "with |x| and the dtype")
 
 
-def check_method(method: Any, allowed: tuple[str, ...] | None = None) -> str:
-    """Validate a method name against :data:`METHODS` (or `allowed`)."""
-    names = allowed or tuple(METHODS)
-    if not isinstance(method, str) or method not in names:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(names)}")
-    return method
-
-
 def check_loss(loss: Any) -> Callable[[Any], Any]:
     """Validate the loss: a Python callable, returned as is, or a loss written in C
     (scipy.LowLevelCallable, ctypes / cffi function pointer, CLoss), returned as a
@@ -516,24 +499,3 @@ def check_loss(loss: Any) -> Callable[[Any], Any]:
             "loss must be callable as loss(params), or a loss written in C (a "
             f"scipy.LowLevelCallable or fastcheck.CLoss); got {type(loss).__name__}")
     return loss
-
-
-def check_flag(value: Any, name: str) -> bool:
-    """Validate a True / False argument such as `refine`: a string like "no" is
-    truthy, so anything but a bool would be silently taken as True."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_threads(threads: Any) -> int:
-    """Validate a user's threads: an int >= 1."""
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
-        raise TypeError(f"threads must be an int >= 1, got {type(threads).__name__}")
-    value = int(threads)
-    if value < 1:
-        raise ValueError(f"threads must be >= 1, got {value}")
-    if value > 4096:
-        raise ValueError(f"threads={value} is too many: each thread holds its own copy of "
-                         "theta; use at most the number of cores")
-    return value

@@ -20,12 +20,15 @@ Design notes:
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
+
+from fastcheck._validate import check_progress, check_warn_seconds  # re-exported
 
 __all__ = [
     "AUTO_SECONDS",
@@ -66,30 +69,20 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 86400:.2g} days"
 
 
-def check_progress(progress: Any) -> Any:
-    """Validate ``progress=``: None (auto), True, False or ``callable(done, total)``."""
-    if progress is None or isinstance(progress, bool) or callable(progress):
-        return progress
-    raise TypeError("progress must be None (automatic), True, False, or a callable "
-                    f"progress(done, total); got {type(progress).__name__}")
-
-
-def check_warn_seconds(warn_seconds: Any) -> float | None:
-    """Validate ``warn_seconds=``: None (never warn) or a number >= 0."""
-    if warn_seconds is None:
-        return None
-    if isinstance(warn_seconds, bool) or not isinstance(warn_seconds, (int, float)):
-        raise TypeError("warn_seconds must be a number of seconds or None, got "
-                        f"{type(warn_seconds).__name__}")
-    value = float(warn_seconds)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"warn_seconds must be >= 0 (or None), got {warn_seconds!r}")
-    return value
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside the fastcheck package, seen
+    from the ``warnings.warn`` call in :func:`warn_if_long` (whose frame is 2)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.dirname(
+            os.path.abspath(frame.f_code.co_filename)) == package:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
                  warn_seconds: float | None, suggestion: str | None = None,
-                 stacklevel: int = 3) -> float:
+                 stacklevel: int | None = None) -> float:
     """Estimate a check's duration; warn when it exceeds `warn_seconds`.
 
     Parameters
@@ -104,6 +97,9 @@ def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
         Threshold; None never warns.
     suggestion : str, optional
         The last sentence of the message (what to do instead).
+    stacklevel : int, optional
+        Default: the warning points at the first frame outside fastcheck (the
+        user's call, through check_vjp, fastcheck.torch or points= alike).
 
     Returns
     -------
@@ -118,7 +114,8 @@ def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
         if suggestion:
             message += " " + suggestion
         message += " (warn_seconds=None silences this warning.)"
-        warnings.warn(message, LongCheckWarning, stacklevel=stacklevel)
+        warnings.warn(message, LongCheckWarning,
+                      stacklevel=stacklevel if stacklevel is not None else _caller_level())
     return estimate
 
 

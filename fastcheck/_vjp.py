@@ -60,12 +60,23 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _check
-from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
+from fastcheck._evaluate import default_eps, unit_roundoff
 from fastcheck._executor import check_executor
 from fastcheck._judge import Noise, detection_limit, judge_two_steps
 from fastcheck._noise import check_noise_option
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, _plain, build_result
+from fastcheck._validate import (
+    check_before_eval,
+    check_callable,
+    check_count,
+    check_eps,
+    check_flag,
+    check_method,
+    check_mode,
+    check_progress,
+    resolve_seed,
+)
 from fastcheck._verdict import C_ROUND, ComponentStatus, Tiers, tiers_for
 
 __all__ = ["check_hvp", "check_jvp", "check_vjp"]
@@ -79,20 +90,6 @@ _SEVERITY = {"excellent": 0, "ok": 1, "unresolved": 1.5, "suspicious": 2, "wrong
 
 
 # ------------------------------------------------------------------------ validation
-def _check_callable(obj: Any, name: str, signature: str) -> None:
-    if not callable(obj):
-        raise TypeError(f"{name} must be callable as {signature}, got {type(obj).__name__}")
-
-
-def _check_count(n: Any, name: str) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1 (each one is a random vector the check is "
-                         f"made along), got {n}")
-    return int(n)
-
-
 def _as_output(value: Any, what: str, shape: tuple | None = None) -> np.ndarray:
     """What f (or jvp) returned, as a real floating array; checked against `shape`."""
     if isinstance(value, (list, tuple, dict)) or value is None:
@@ -240,14 +237,17 @@ def check_vjp(
         real array, or a vjp whose result does not match the parameters'
         structure (naming the parameter and the shapes).
     """
-    _check_callable(f, "f", "f(params) -> array")
-    _check_callable(vjp, "vjp", "vjp(params, cotangent) -> structure like params")
-    n_cotangents = _check_count(n_cotangents, "n_cotangents")
-    check_method(method, _check.CHECK_METHODS)
+    check_callable(f, "f", "f(params) -> array")
+    check_callable(vjp, "vjp", "vjp(params, cotangent) -> structure like params")
+    n_cotangents = check_count(n_cotangents, "n_cotangents")
+    seed = resolve_seed(seed)
+    check_method(method)
     check_eps(eps)
+    mode = check_mode(mode)
+    before_eval = check_before_eval(before_eval)
+    check_flag(refine, "refine")
+    progress = check_progress(progress)
     check_noise_option(noise)
-    if mode not in _check.MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(_check.MODES)}")
     check_executor(executor, f)
     layout = as_layout(params)
 
@@ -272,14 +272,14 @@ def check_vjp(
         with np.errstate(invalid="ignore", over="ignore"):  # f's own NaN / inf
             offset = float(np.sum(np.abs(terms))) - float(np.sum(terms))
         loss = _Projected(f, u64, offset, shape, dtype)
-        report = None
-        if progress is not None:
+        report = progress  # None (automatic), True or False: check_grad's own bar
+        if callable(progress) and not isinstance(progress, bool):
             def report(done: int, total: int, _k: int = k) -> None:
                 progress(_k * total + done, n_cotangents * total)
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
             before_eval=before_eval, refine=refine, progress=report, executor=executor,
-            noise=noise))
+            noise=noise, seed=None if mode == "full" else seed))
     how = "each a gradient check of J_u(θ) = ⟨u, f(θ)⟩ against vjp(θ, u)"
     return _combine(results, "check_vjp", "cotangents", seed, how,
                     "vjp" if mode == "full" else f"vjp, {mode}")
@@ -451,10 +451,12 @@ def check_jvp(
     -------
     GradCheckResult
     """
-    _check_callable(f, "f", "f(params) -> array")
-    _check_callable(jvp, "jvp", "jvp(params, tangent) -> array like f(params)")
-    n_tangents = _check_count(n_tangents, "n_tangents")
+    check_callable(f, "f", "f(params) -> array")
+    check_callable(jvp, "jvp", "jvp(params, tangent) -> array like f(params)")
+    n_tangents = check_count(n_tangents, "n_tangents")
+    seed = resolve_seed(seed)
     eps = check_eps(eps)
+    before_eval = check_before_eval(before_eval)
     layout = as_layout(params)
     started = time.perf_counter()
 
@@ -561,10 +563,12 @@ def check_hvp(
     -------
     GradCheckResult
     """
-    _check_callable(grad, "grad", "grad(params) -> structure like params")
-    _check_callable(hvp, "hvp", "hvp(params, v) -> structure like params")
-    n_vectors = _check_count(n_vectors, "n_vectors")
+    check_callable(grad, "grad", "grad(params) -> structure like params")
+    check_callable(hvp, "hvp", "hvp(params, v) -> structure like params")
+    n_vectors = check_count(n_vectors, "n_vectors")
+    seed = resolve_seed(seed)
     eps = check_eps(eps)
+    before_eval = check_before_eval(before_eval)
     layout = as_layout(params)
     started = time.perf_counter()
 

@@ -89,8 +89,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("fastcheck.torch needs PyTorch: pip install 'fastcheck[torch]' "
                       "(or pip install torch)") from exc
 
-from fastcheck._check import CHECK_METHODS, check_grad
-from fastcheck._evaluate import check_eps, check_method
+from fastcheck._check import check_grad
 from fastcheck._params import as_layout
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._torch_tensors import (
@@ -102,8 +101,17 @@ from fastcheck._torch_tensors import (
     input_view,
     refuse_shared_storage,
 )
+from fastcheck._validate import (
+    check_before_eval,
+    check_count,
+    check_eps,
+    check_flag,
+    check_method,
+    check_progress,
+    resolve_seed,
+)
 from fastcheck._verdict import ComponentStatus, tiers_for
-from fastcheck._vjp import _check_count, _worst, check_vjp
+from fastcheck._vjp import _worst, check_vjp
 
 __all__ = ["check_function", "check_module"]
 
@@ -194,9 +202,13 @@ def check_function(
         fn = fn.apply
     if not callable(fn):
         raise TypeError(f"fn must be callable as fn(*args), got {type(fn).__name__}")
-    n_cotangents = _check_count(n_cotangents, "n_cotangents")
-    check_method(method, CHECK_METHODS)
+    n_cotangents = check_count(n_cotangents, "n_cotangents")
+    seed = resolve_seed(seed)
+    check_method(method)
     check_eps(eps)
+    check_before_eval(before_eval)
+    check_flag(refine, "refine")
+    check_progress(progress)
     checked = [i for i, a in enumerate(args) if torch.is_tensor(a) and a.requires_grad]
     if not checked:
         raise ValueError("no argument is a tensor with requires_grad=True: mark the "
@@ -291,8 +303,8 @@ def _check_empty(fn: Callable, args: tuple, inputs: Inputs,
 def _stage_progress(progress: Callable[[int, int], Any] | None, start: int, count: int,
                     units: int) -> Callable[[int, int], Any] | None:
     """progress(done, total) over all stages, from one stage's own counts."""
-    if progress is None:
-        return None
+    if not callable(progress) or isinstance(progress, bool):
+        return progress  # None (automatic), True or False: check_grad's own bar
 
     def report(done: int, total: int) -> None:
         per = total // count  # one cotangent's components
@@ -436,8 +448,7 @@ def check_module(
         return np.float32(number) if value.dtype != torch.float64 else number
 
     def grad(params: Any) -> dict[str, np.ndarray]:
-        if before_eval is not None:  # the same random state as the evaluations
-            before_eval()
+        # check_grad calls before_eval just before (the evaluations' random state)
         with torch.enable_grad():
             value = scalar(loss_fn(module(*inputs)))
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
