@@ -78,7 +78,7 @@ def check_grad(
     mode: str = "full",
     k: int | float | None = None,
     max_evals: int | None = None,
-    seed: int | None = None,
+    seed: int | None = 0,
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     threads: int = 1,
@@ -124,15 +124,19 @@ def check_grad(
         components per parameter, drawn at random and checked one by one.
     k : int or float, optional
         mode="sample": components per parameter (an int, at most the size of the
-        smallest parameter), or a fraction of each parameter (a float in (0, 1]).
+        smallest parameter), or a fraction of each parameter (a float in (0, 1);
+        k=1.0 is refused as ambiguous: mode="full" checks every component).
         Default: 32, or all of a smaller parameter.
     max_evals : int, optional
         mode="directional": the most loss evaluations to spend, everything
         included (default 400, more for models with many parameter arrays).  The
         result says what the budget did not cover.
-    seed : int, optional
-        Seed of the random directions / samples; the one used is in
-        ``result.extra["seed"]``.
+    seed : int or None
+        Seed of the random directions / samples (mode="directional" / "sample")
+        and of drawn points (``points=N``).  Default 0, as everywhere in fastcheck,
+        so that a check repeats exactly; None draws a fresh seed.  The seed used
+        is in ``result.extra["seed"]`` and the notes.  mode="full" is not random and
+        does not use it.
     before_eval : callable, optional
         Called with no argument before every loss evaluation (and before a `grad`
         callable), e.g. to reset a random seed so that a loss with dropout

@@ -20,7 +20,6 @@ Design notes:
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -28,7 +27,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from fastcheck._validate import check_progress, check_warn_seconds  # re-exported
+from fastcheck._validate import (  # check_progress, check_warn_seconds: re-exported
+    check_progress,
+    check_warn_seconds,
+    outside_stacklevel,
+)
 
 __all__ = [
     "AUTO_SECONDS",
@@ -69,17 +72,6 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 86400:.2g} days"
 
 
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside the fastcheck package, seen
-    from the ``warnings.warn`` call in :func:`warn_if_long` (whose frame is 2)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(2), 2
-    while frame is not None and os.path.dirname(
-            os.path.abspath(frame.f_code.co_filename)) == package:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
                  warn_seconds: float | None, suggestion: str | None = None,
                  stacklevel: int | None = None) -> float:
@@ -115,7 +107,7 @@ def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
             message += " " + suggestion
         message += " (warn_seconds=None silences this warning.)"
         warnings.warn(message, LongCheckWarning,
-                      stacklevel=stacklevel if stacklevel is not None else _caller_level())
+                      stacklevel=stacklevel if stacklevel is not None else outside_stacklevel())
     return estimate
 
 

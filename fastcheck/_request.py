@@ -136,12 +136,16 @@ def _k_per_block(k: Any, layout: ParamLayout) -> tuple[int, ...]:
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, float, np.integer,
                                                               np.floating)):
         raise TypeError("k must be a number of components per parameter (int >= 1) or a "
-                        f"fraction of each parameter (float in (0, 1]); got {type(k).__name__}")
+                        f"fraction of each parameter (float in (0, 1)); got {type(k).__name__}")
     if isinstance(k, (float, np.floating)):
         value = float(k)
-        if not (0.0 < value <= 1.0):
+        if value == 1.0:  # k=1 is one component per parameter: 1.0 would read as it
+            raise ValueError("k=1.0 is ambiguous: k=1 (an int) draws one component per "
+                             "parameter, and a float k is a fraction below 1; to check "
+                             "every component use mode='full'")
+        if not (0.0 < value < 1.0):
             raise ValueError(f"k={k!r}: a float k is the fraction of each parameter to "
-                             "sample and must be in (0, 1]; for a count pass an int")
+                             "sample and must be in (0, 1); for a count pass an int")
         return tuple(max(1, math.ceil(value * s)) if s else 0 for s in sizes)
     count = int(k)
     if count < 1:
@@ -166,10 +170,7 @@ def check_mode_options(mode: str, layout: ParamLayout, method: str, *, k: Any = 
     if max_evals is not None and mode != "directional":
         raise ValueError(f"max_evals= bounds mode='directional'; it means nothing for "
                          f"mode={mode!r}")
-    seed = check_seed(seed)
-    if seed is not None and mode == "full":
-        raise ValueError("seed= seeds the random directions / samples of "
-                         "mode='directional' and mode='sample'; mode='full' is not random")
+    seed = check_seed(seed)  # mode="full" is not random: it does not use it
     if mode == "directional":
         if method != "central":
             raise ValueError(

@@ -10,6 +10,9 @@ imports nothing from fastcheck: every other module may use it.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +28,19 @@ __all__ = [
     "check_flag",
     "check_method",
     "check_mode",
+    "check_n_vectors",
     "check_progress",
     "check_seed",
     "check_threads",
     "check_warn_seconds",
+    "outside_stacklevel",
     "resolve_seed",
 ]
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# The one name for the number of random vectors of check_vjp / jvp / hvp and
+# fastcheck.torch; the names each had before 0.2, still accepted with a warning.
+N_VECTORS_DEFAULT = 3
 
 # The difference formulas, in the order the docs list them (the kernel's table,
 # _evaluate.METHODS, is keyed by these names).
@@ -118,6 +128,31 @@ def check_count(n: Any, name: str) -> int:
         raise ValueError(f"{name} must be >= 1 (each one is a random vector the check is "
                          f"made along), got {n}")
     return int(n)
+
+
+def check_n_vectors(n_vectors: Any, old: Any = None, old_name: str = "") -> int:
+    """Validate ``n_vectors=`` (default 3); `old` is the value of the deprecated
+    name `old_name` (n_cotangents, n_tangents), when the caller used it."""
+    if old is None:
+        return check_count(N_VECTORS_DEFAULT if n_vectors is None else n_vectors,
+                           "n_vectors")
+    warnings.warn(f"{old_name}= is deprecated; use n_vectors= (the same number of random "
+                  "vectors in check_vjp, check_jvp, check_hvp and fastcheck.torch)",
+                  DeprecationWarning, stacklevel=outside_stacklevel())
+    if n_vectors is not None:
+        raise TypeError(f"give n_vectors= or {old_name}= (deprecated), not both")
+    return check_count(old, old_name)
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a warning raised by the caller of this function that
+    points at the first frame outside the fastcheck package: the user's line,
+    whichever entry point (check_vjp, fastcheck.torch, points=, ...) got there."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.dirname(
+            os.path.abspath(frame.f_code.co_filename)) == _PACKAGE:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_callable(obj: Any, name: str, signature: str) -> Callable:

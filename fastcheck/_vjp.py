@@ -69,11 +69,11 @@ from fastcheck._result import GradCheckResult, _plain, build_result
 from fastcheck._validate import (
     check_before_eval,
     check_callable,
-    check_count,
     check_eps,
     check_flag,
     check_method,
     check_mode,
+    check_n_vectors,
     check_progress,
     resolve_seed,
 )
@@ -189,7 +189,7 @@ def check_vjp(
     vjp: Callable[[Any, np.ndarray], Any],
     params: Any,
     *,
-    n_cotangents: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     method: str = "central",
@@ -199,10 +199,11 @@ def check_vjp(
     progress: Callable[[int, int], Any] | None = None,
     executor: Any = None,
     noise: str | float = "auto",
+    n_cotangents: int | None = None,
 ) -> GradCheckResult:
     """Check a hand-written vector-Jacobian product (a layer's backward pass).
 
-    For each of `n_cotangents` seeded random cotangents u (shaped like f's output),
+    For each of `n_vectors` seeded random cotangents u (shaped like f's output),
     the scalar J_u(θ) = ⟨u, f(θ)⟩ has the gradient vjp(θ, u); each is checked by
     :func:`fastcheck.check_grad` (the same kernel, noise model, kink and
     nondeterminism detection, ``executor=``), and the worst is returned.
@@ -217,12 +218,16 @@ def check_vjp(
         gradient of ⟨u, f(params)⟩ (dW, db, ... with the parameters' shapes).
     params : ndarray, or dict / list / tuple of ndarrays
         As for :func:`fastcheck.check_grad`; restored bit for bit on every exit.
-    n_cotangents : int
-        Random cotangents (>= 1).  Each costs one full gradient check.
+    n_vectors : int
+        Random cotangents (>= 1, default 3).  Each costs one full gradient check.
     seed : int or None
-        Seed of the cotangents (standard normal entries).
+        Seed of the cotangents (standard normal entries), and of the samples or
+        directions of ``mode="sample"`` / ``"directional"``.  Default 0; None draws
+        one.  The seed used is in ``result.extra["seed"]``.
     eps, method, mode, before_eval, refine, progress, executor, noise
         As for :func:`fastcheck.check_grad`.
+    n_cotangents : int, optional
+        Deprecated name of `n_vectors`.
 
     Returns
     -------
@@ -239,7 +244,7 @@ def check_vjp(
     """
     check_callable(f, "f", "f(params) -> array")
     check_callable(vjp, "vjp", "vjp(params, cotangent) -> structure like params")
-    n_cotangents = check_count(n_cotangents, "n_cotangents")
+    count = check_n_vectors(n_vectors, n_cotangents, "n_cotangents")
     seed = resolve_seed(seed)
     check_method(method)
     check_eps(eps)
@@ -256,7 +261,7 @@ def check_vjp(
     shape, dtype = y0.shape, _out_dtype(y0)
     rng = np.random.default_rng(seed)
     results = []
-    for k in range(n_cotangents):
+    for k in range(count):
         u = rng.standard_normal(shape).astype(dtype)
         u64 = u.ravel().astype(np.float64)
         grad = _call_unchanged(vjp, (layout.params, u), layout, "vjp(params, cotangent)",
@@ -275,7 +280,7 @@ def check_vjp(
         report = progress  # None (automatic), True or False: check_grad's own bar
         if callable(progress) and not isinstance(progress, bool):
             def report(done: int, total: int, _k: int = k) -> None:
-                progress(_k * total + done, n_cotangents * total)
+                progress(_k * total + done, count * total)
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
             before_eval=before_eval, refine=refine, progress=report, executor=executor,
@@ -411,14 +416,15 @@ def check_jvp(
     jvp: Callable[[Any, Any], Any],
     params: Any,
     *,
-    n_tangents: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
+    n_tangents: int | None = None,
 ) -> GradCheckResult:
     """Check a hand-written Jacobian-vector product (forward-mode code).
 
-    For each of `n_tangents` seeded random tangents and each parameter p, the
+    For each of `n_vectors` seeded random tangents and each parameter p, the
     tangent v is random on p and zero elsewhere; jvp(params, v) is compared output
     by output with (f(θ + h v) − f(θ − h v)) / 2h, evaluated in place at two steps
     (h and h/4, Richardson-extrapolated; see the module notes).  The report has one
@@ -435,17 +441,19 @@ def check_jvp(
         shapes and dtypes of params.
     params : ndarray, or dict / list / tuple of ndarrays
         Restored bit for bit on every exit.
-    n_tangents : int
-        Random tangents per parameter (>= 1); each costs 4 calls of f and 2 of jvp
-        per parameter.
+    n_vectors : int
+        Random tangents per parameter (>= 1, default 3); each costs 4 calls of f
+        and 2 of jvp per parameter.
     seed : int or None
-        Seed of the tangents.
+        Seed of the tangents (default 0; None draws one, reported).
     eps : float, optional
         Absolute step along a standard normal tangent.  Default: the central step
         for the parameters' dtype, relative to each component (the tangent's
         entries are scaled by ``max(1, |θ_i|)``).
     before_eval : callable, optional
         Called before every evaluation of f (e.g. to reset a random seed).
+    n_tangents : int, optional
+        Deprecated name of `n_vectors`.
 
     Returns
     -------
@@ -453,7 +461,7 @@ def check_jvp(
     """
     check_callable(f, "f", "f(params) -> array")
     check_callable(jvp, "jvp", "jvp(params, tangent) -> array like f(params)")
-    n_tangents = check_count(n_tangents, "n_tangents")
+    count = check_n_vectors(n_vectors, n_tangents, "n_tangents")
     seed = resolve_seed(seed)
     eps = check_eps(eps)
     before_eval = check_before_eval(before_eval)
@@ -482,7 +490,7 @@ def check_jvp(
                                  time.perf_counter() - started, eps_text, "jvp", "f(params)")
     rng = np.random.default_rng(seed)
     results = []
-    for _ in range(n_tangents):
+    for _ in range(count):
         numerical, noise, status, analytic = [], [], [], []
         for p in range(n_params):
             v = _tangent(layout, rng, eps, only=p)
@@ -527,7 +535,7 @@ def check_hvp(
     hvp: Callable[[Any, Any], Any],
     params: Any,
     *,
-    n_vectors: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
@@ -552,8 +560,10 @@ def check_hvp(
     params : ndarray, or dict / list / tuple of ndarrays
         Restored bit for bit on every exit.
     n_vectors : int
-        Random vectors (>= 1); each costs 4 gradient and 2 hvp evaluations.
+        Random vectors (>= 1, default 3); each costs 4 gradient and 2 hvp
+        evaluations.
     seed : int or None
+        Seed of the vectors (default 0; None draws one, reported).
     eps : float, optional
         As for :func:`check_jvp`.
     before_eval : callable, optional
@@ -565,7 +575,7 @@ def check_hvp(
     """
     check_callable(grad, "grad", "grad(params) -> structure like params")
     check_callable(hvp, "hvp", "hvp(params, v) -> structure like params")
-    n_vectors = check_count(n_vectors, "n_vectors")
+    n_vectors = check_n_vectors(n_vectors)
     seed = resolve_seed(seed)
     eps = check_eps(eps)
     before_eval = check_before_eval(before_eval)

@@ -103,10 +103,10 @@ from fastcheck._torch_tensors import (
 )
 from fastcheck._validate import (
     check_before_eval,
-    check_count,
     check_eps,
     check_flag,
     check_method,
+    check_n_vectors,
     check_progress,
     resolve_seed,
 )
@@ -159,13 +159,14 @@ class _Backward:
 def check_function(
     fn: Any,
     *args: Any,
-    n_cotangents: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     method: str = "central",
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    n_cotangents: int | None = None,
 ) -> GradCheckResult:
     """Check a custom ``torch.autograd.Function`` (or any function of tensors).
 
@@ -187,12 +188,14 @@ def check_function(
         and restored bit for bit; elements that are inf or NaN are left out.
         Other arguments are passed unchanged.  Components are named by position:
         ``arg1[3, 2]`` is element (3, 2) of the second argument.
-    n_cotangents : int
+    n_vectors : int
         For a non-scalar output, the number of seeded random cotangents over all
-        outputs (>= 1); a scalar output needs one.  With several outputs, one more
+        outputs (>= 1, default 3); a scalar output needs one.  With several outputs, one more
         cotangent per output is given alone (module note 4).
     seed, eps, method, before_eval, refine, progress
         As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad`.
+    n_cotangents : int, optional
+        Deprecated name of `n_vectors`.
 
     Returns
     -------
@@ -202,7 +205,7 @@ def check_function(
         fn = fn.apply
     if not callable(fn):
         raise TypeError(f"fn must be callable as fn(*args), got {type(fn).__name__}")
-    n_cotangents = check_count(n_cotangents, "n_cotangents")
+    n_cotangents = check_n_vectors(n_vectors, n_cotangents, "n_cotangents")
     seed = resolve_seed(seed)
     check_method(method)
     check_eps(eps)
@@ -228,7 +231,7 @@ def check_function(
             backward = _Backward(fn, args, inputs, spec, which)
             result = check_vjp(
                 _Forward(fn, args, inputs, spec, which, dtype), backward, inputs.params,
-                n_cotangents=count, seed=seed, eps=eps, method=method,
+                n_vectors=count, seed=seed, eps=eps, method=method,
                 before_eval=before_eval, refine=refine,
                 progress=_stage_progress(progress, done, count, units))
             _note_unused(result, backward, label)
@@ -389,9 +392,15 @@ def check_module(
     *,
     eps: float | None = None,
     method: str = "central",
+    mode: str = "full",
+    k: int | float | None = None,
+    max_evals: int | None = None,
+    seed: int | None = 0,
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    warn_seconds: float | None = 60.0,
+    noise: str | float = "auto",
 ) -> GradCheckResult:
     """Check the gradient of an ``nn.Module``'s parameters, by name.
 
@@ -412,8 +421,9 @@ def check_module(
         Passed as ``module(*inputs)``.
     loss_fn : callable
         ``loss_fn(output) -> scalar tensor``, e.g. ``lambda out: F.mse_loss(out, y)``.
-    eps, method, before_eval, refine, progress
-        As for :func:`fastcheck.check_grad`.
+    eps, method, mode, k, max_evals, seed, before_eval, refine, progress, warn_seconds, noise
+        As for :func:`fastcheck.check_grad`: ``mode="directional"`` checks a large
+        model in a few hundred evaluations and localises the wrong components.
 
     Returns
     -------
@@ -456,8 +466,10 @@ def check_module(
 
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
-        result = check_grad(loss, grad, views, eps=eps, method=method,
-                            before_eval=before_eval, refine=refine, progress=progress)
+        result = check_grad(loss, grad, views, eps=eps, method=method, mode=mode, k=k,
+                            max_evals=max_evals, seed=seed, before_eval=before_eval,
+                            refine=refine, progress=progress, warn_seconds=warn_seconds,
+                            noise=noise)
     finally:
         with torch.no_grad():
             for b, saved in buffers:

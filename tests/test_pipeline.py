@@ -31,7 +31,7 @@ def _params():
 # ------------------------------------------------------------------ defect 1
 @pytest.mark.parametrize("progress", [True, False])
 def test_check_vjp_takes_progress_true_and_false(progress, capsys):
-    result = fastcheck.check_vjp(_f, _vjp, _params(), progress=progress, n_cotangents=1)
+    result = fastcheck.check_vjp(_f, _vjp, _params(), progress=progress, n_vectors=1)
     assert result.verdict in ("excellent", "ok")
     err = capsys.readouterr().err
     assert ("fastcheck" in err) == progress  # the bar, drawn only when asked
@@ -74,12 +74,12 @@ def _wrong_vjp(p, u):
 
 def test_check_vjp_sample_mode_is_reproducible_and_reports_its_seed():
     runs = [fastcheck.check_vjp(_f, _wrong_vjp, _params(), mode="sample", seed=3,
-                                n_cotangents=2) for _ in range(2)]
+                                n_vectors=2) for _ in range(2)]
     assert runs[0].status.tolist() == runs[1].status.tolist()
     assert runs[0].extra["seed"] == 3
     assert all("seed 3" in n for n in runs[0].notes if "sample mode" in n)
     drawn = fastcheck.check_vjp(_f, _vjp, _params(), mode="sample", seed=None,
-                                n_cotangents=1)
+                                n_vectors=1)
     assert isinstance(drawn.extra["seed"], int)  # the seed drawn is reported
 
 
@@ -186,25 +186,25 @@ _BAD = {
     "executor": [4],
     "noise": ["loud", -1.0],
     "warn_seconds": [-1.0, "soon"],
-    "n_cotangents": [0, 1.5],
-    "n_tangents": [0],
-    "n_vectors": [0],
+    "n_vectors": [0, 1.5],
     "methods": ["nope"],
+    "indices": [[0, 0], [99], "x"],
 }
 _OPTIONS = {
     "check_grad": ["eps", "method", "mode", "seed", "before_eval", "refine", "progress",
                    "threads", "executor", "noise", "warn_seconds"],
     "assert_grad_ok": ["eps", "method", "mode", "seed", "before_eval", "refine", "progress",
                        "threads", "noise"],
-    "numerical_grad": ["eps", "method", "threads", "executor"],
+    "numerical_grad": ["eps", "method", "threads", "executor", "before_eval", "indices"],
     "eps_sweep": ["methods", "before_eval"],
-    "check_vjp": ["n_cotangents", "seed", "eps", "method", "mode", "before_eval", "refine",
+    "check_vjp": ["n_vectors", "seed", "eps", "method", "mode", "before_eval", "refine",
                   "progress", "executor", "noise"],
-    "check_jvp": ["n_tangents", "seed", "eps", "before_eval"],
+    "check_jvp": ["n_vectors", "seed", "eps", "before_eval"],
     "check_hvp": ["n_vectors", "seed", "eps", "before_eval"],
-    "torch.check_function": ["n_cotangents", "seed", "eps", "method", "before_eval",
+    "torch.check_function": ["n_vectors", "seed", "eps", "method", "before_eval",
                              "refine", "progress"],
-    "torch.check_module": ["eps", "method", "before_eval", "refine", "progress"],
+    "torch.check_module": ["eps", "method", "mode", "seed", "before_eval", "refine",
+                           "progress", "warn_seconds", "noise"],
 }
 _CASES = [pytest.param(entry, name, value, id=f"{entry}-{name}={value!r}")
           for entry, names in _OPTIONS.items() for name in names for value in _BAD[name]]
@@ -299,3 +299,98 @@ def test_no_import_cycle_among_fastcheck_modules():
     assert sum(map(len, graph.values())) > 30  # the parser sees the imports
     cycles = [c for c in _cycles(graph) if frozenset(c) not in _KNOWN_CYCLES]
     assert cycles == []
+
+
+# ------------------------------------------------------------------ coherent API
+@pytest.mark.parametrize(("entry", "old"), [("check_vjp", "n_cotangents"),
+                                            ("check_jvp", "n_tangents"),
+                                            ("torch.check_function", "n_cotangents")])
+def test_old_vector_counts_still_work_with_a_deprecation_warning(entry, old):
+    counted = _Counted()
+    with pytest.warns(DeprecationWarning, match=f"{old}= is deprecated; use n_vectors=") \
+            as caught:
+        _ENTRY[entry](counted, **{old: 1})
+    assert Path(caught[0].filename).resolve() == Path(__file__).resolve()
+    with pytest.raises(TypeError, match="not both"), \
+            pytest.warns(DeprecationWarning):
+        _ENTRY[entry](_Counted(), **{old: 1, "n_vectors": 1})
+
+
+def test_seed_defaults_to_0_everywhere():
+    import inspect
+
+    import fastcheck.torch as ft
+    for fn in (fastcheck.check_grad, fastcheck.check_vjp, fastcheck.check_jvp,
+               fastcheck.check_hvp, ft.check_function, ft.check_module):
+        assert inspect.signature(fn).parameters["seed"].default == 0, fn.__name__
+    theta = np.linspace(0.1, 1.0, 200)
+    runs = [fastcheck.check_grad(_quad, 2 * theta, theta, mode="sample", k=5)
+            for _ in range(2)]
+    assert runs[0].extra["seed"] == 0
+    assert runs[0].status.tolist() == runs[1].status.tolist()
+    assert fastcheck.check_grad(_quad, 2 * theta, theta, seed=3).passed  # full: unused
+
+
+def test_k_1_float_is_refused_as_ambiguous():
+    theta = np.linspace(0.1, 1.0, 20)
+    counted = _Counted()
+    with pytest.raises(ValueError, match=r"k=1\.0 is ambiguous"):
+        fastcheck.check_grad(counted.wrap(_quad), 2 * theta, theta, mode="sample", k=1.0)
+    assert counted.calls == 0
+
+
+def test_check_module_takes_the_partial_modes():
+    torch = pytest.importorskip("torch")
+    import fastcheck.torch as ft
+    torch.manual_seed(0)
+    module = torch.nn.Linear(30, 20).double()
+    x = torch.ones(2, 30, dtype=torch.float64)
+    result = ft.check_module(module, x, lambda out: (out ** 2).sum(), mode="directional",
+                             max_evals=60, seed=4)
+    assert result.passed and result.mode == "directional"
+    assert result.extra["seed"] == 4 and result.evaluations <= 60
+
+
+# --------------------------------------------------- numerical_grad(indices=, before_eval=)
+def test_numerical_grad_indices_equal_the_full_gradient_there():
+    params = {"a": np.linspace(0.1, 1.0, 6).reshape(2, 3), "b": np.array([0.5, -2.0])}
+
+    def loss(p):
+        return float(np.sum(np.sin(p["a"])) + np.sum(p["b"] ** 3))
+
+    counted = _Counted()
+    full = fastcheck.numerical_grad(loss, params)
+    flat = np.concatenate([full["a"].ravel(), full["b"]])
+    chosen = [7, 0, 4]
+    part = fastcheck.numerical_grad(counted.wrap(loss), params, indices=chosen)
+    assert np.array_equal(part, flat[chosen])  # same steps, same evaluations: bitwise
+    assert counted.calls == 2 * len(chosen) + 1  # central: 2 per component, and J(θ)
+
+
+@pytest.mark.parametrize(("indices", "error", "message"), [
+    ([0, 0], ValueError, "distinct"), ([8], ValueError, r"in \[0, 8\)"),
+    ([-1], ValueError, r"in \[0, 8\)"), ([0.5], TypeError, "integers"),
+    ([], ValueError, "empty"), ("0", TypeError, "1-d sequence"),
+    ([[0, 1]], TypeError, "1-d sequence"),
+])
+def test_numerical_grad_bad_indices(indices, error, message):
+    counted = _Counted()
+    with pytest.raises(error, match=f"indices.*{message}|{message}.*indices"):
+        fastcheck.numerical_grad(counted.wrap(_quad), np.ones(8), indices=indices)
+    assert counted.calls == 0
+
+
+def test_numerical_grad_before_eval_runs_before_every_evaluation():
+    calls, seen = [], []
+    state = {"x": 0.0}
+
+    def loss(p):
+        seen.append(state["x"])
+        state["x"] = 1.0  # what before_eval undoes
+        return float(np.sum(p ** 2)) + state["x"]
+
+    g = fastcheck.numerical_grad(loss, np.array([1.0, 2.0]),
+                                 before_eval=lambda: (calls.append(1),
+                                                      state.update(x=0.0)))
+    assert len(calls) == len(seen) and set(seen) == {0.0}
+    np.testing.assert_allclose(g, [2.0, 4.0], rtol=1e-8)
