@@ -34,6 +34,7 @@ from fastcheck._full import run_full
 from fastcheck._guard import Probes, closing_probe, probe
 from fastcheck._params import ParamLayout
 from fastcheck._planned import check_planned
+from fastcheck._progress import DEFAULT_WARN_SECONDS
 from fastcheck._request import CheckRequest, build_request
 from fastcheck._result import GradCheckResult
 from fastcheck._sample import run_sample
@@ -83,7 +84,7 @@ def check_grad(
     refine: bool = True,
     threads: int = 1,
     progress: bool | Callable[[int, int], Any] | None = None,
-    warn_seconds: float | None = 60.0,
+    warn_seconds: float | None = DEFAULT_WARN_SECONDS,
     executor: Any = None,
     noise: str | float = "auto",
     points: Any = None,

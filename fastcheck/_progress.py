@@ -9,8 +9,8 @@ Design notes:
 2. Above ``warn_seconds`` a :class:`LongCheckWarning` says how long the check
    will take and suggests ``mode="directional"``, which finds wrong components
    in a few hundred evaluations whatever the size of the model.
-3. The bar is fed from the kernel's periodic hook (every 64 components, see
-   ``_evaluate.HOOK_EVERY``), never per component, and it redraws at most every
+3. The bar is fed from the kernel's periodic hook (every ``_evaluate.HOOK_EVERY``
+   components), never per component, and it redraws at most every
    0.1 s: it costs nothing measurable.  tqdm draws it when installed; otherwise a
    plain ``\\r`` line on stderr.  ``progress=None`` (auto) shows it only when
    stderr is a terminal and the work is estimated to take more than

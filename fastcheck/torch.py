@@ -91,6 +91,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from fastcheck._check import check_grad
 from fastcheck._params import as_layout
+from fastcheck._progress import DEFAULT_WARN_SECONDS
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._torch_tensors import (
     Inputs,
@@ -399,7 +400,7 @@ def check_module(
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     progress: bool | Callable[[int, int], Any] | None = None,
-    warn_seconds: float | None = 60.0,
+    warn_seconds: float | None = DEFAULT_WARN_SECONDS,
     noise: str | float = "auto",
 ) -> GradCheckResult:
     """Check the gradient of an ``nn.Module``'s parameters, by name.
