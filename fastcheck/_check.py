@@ -471,8 +471,7 @@ def check_grad(
     notes = extra_notes + calibration.notes() + status_notes(
         layout, status, jd.refined, refine and method != "complex")
     notes += limit_notes(layout, numerical, analytic, noise, status, tiers, jd.noise, eps)
-    notes += accuracy_notes(layout, numerical, analytic, noise, status, accuracy,
-                            tiers.excellent)
+    notes += accuracy_notes(layout, analytic, noise, status, accuracy)
     result = build_result(
         layout, numerical, analytic, noise, status, tiers,
         evaluations=evaluations, seconds=time.perf_counter() - started, eps=eps_text,

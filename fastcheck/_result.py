@@ -304,6 +304,11 @@ class GradCheckResult:
         outside = self._count(_S.WRONG)
         line = (f"declared accuracy {self.accuracy.text()}: {outside:,} of {judged.size:,} "
                 "components outside")
+        if self.mode == "directional":
+            line += (f" ({judged.size:,} checked one by one; each directional test allows "
+                     "the sum of |v_i| (atol + rtol |g_i|) along its direction v, so a "
+                     "component outside its own allowance by less than that can go unseen: "
+                     "mode='full' checks each component)")
         if judged.size:
             n, a = self.numerical_flat[judged], self.analytic_flat[judged]
             with np.errstate(all="ignore"):

@@ -270,8 +270,8 @@ class PartialCheck:
         return limit_notes(self.layout, parts[0], self.analytic[flat], parts[1],
                            status[flat], self.tiers, self.noise or Noise(self.unit), None,
                            flat=flat) + accuracy_notes(
-            self.layout, parts[0], self.analytic[flat], parts[1], status[flat],
-            self.accuracy, self.tiers.excellent, flat=flat)
+            self.layout, self.analytic[flat], parts[1], status[flat], self.accuracy,
+            flat=flat)
 
     def detection_limit(self, status: np.ndarray) -> float:
         """The judged components' detection limit (_judge note 4)."""
