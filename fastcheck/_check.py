@@ -325,6 +325,7 @@ def check_grad(
     Exception
         Whatever the loss raised, unchanged, after the parameters were restored.
     """
+    accuracy = check_accuracy(rtol, atol)   # before any path evaluates anything
     if points is not None or budget is not None or save is not None or save_when != "failure":
         # The test-suite keywords (_planned): it calls back this function per point.
         return check_planned(
@@ -342,7 +343,6 @@ def check_grad(
     eps = check_eps(eps)
     refine = check_flag(refine, "refine")
     noise = check_noise_option(noise)
-    accuracy = check_accuracy(rtol, atol)
     progress = check_progress(progress)
     warn_seconds = check_warn_seconds(warn_seconds)
     if before_eval is not None and not callable(before_eval):

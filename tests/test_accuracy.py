@@ -263,3 +263,39 @@ def test_directional_mode_follows_the_declared_accuracy_and_says_its_limit():
     assert "can go unseen" in result.accuracy_line()
     buggy = run("implicit-cg-rtol1e-6", 0.01, True, "directional")
     assert buggy.verdict == "wrong" and buggy.worst(1)[0].name == "theta[3]"
+
+
+def test_fastcheck_torch_forwards_the_declared_accuracy():
+    torch = pytest.importorskip("torch")
+    import fastcheck.torch as fct
+
+    class ApproxExp(torch.autograd.Function):
+        """exp, with a backward accurate to ~3e-6 relative (a truncated series)."""
+
+        bug = 0.0
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.exp(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            scale = 1 + 3e-6 * torch.cos(3 * x)
+            scale[2] = scale[2] * (1 + ApproxExp.bug)
+            return g * torch.exp(x) * scale
+
+    x = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64, requires_grad=True)
+    assert fct.check_function(ApproxExp, x, rtol=1e-5).passed
+    ApproxExp.bug = 0.01
+    result = fct.check_function(ApproxExp, x, rtol=1e-5)
+    assert result.verdict == "wrong" and result.worst(1)[0].name == "arg0[2]"
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2).double()
+    inputs = torch.randn(4, 3, dtype=torch.float64)
+    result = fct.check_module(module, inputs, lambda out: (out**2).mean(), atol=1e-9)
+    assert result.passed and result.accuracy.atol == 1e-9
+    with pytest.raises(ValueError, match="atol=-1"):
+        fct.check_module(module, inputs, lambda out: (out**2).mean(), atol=-1)
