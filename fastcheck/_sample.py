@@ -32,6 +32,7 @@ from fastcheck._judge import (
     REFINE_LEVELS,
     Calibration,
     Noise,
+    accuracy_hint,
     accuracy_notes,
     detection_limit,
     judge_components,
@@ -343,6 +344,11 @@ def run_sample(check: PartialCheck, options: ModeOptions, *, seed: int, seconds:
                "evaluations_by_phase": dict(check.phases),
                **check.calibration().extra()}, accuracy=check.accuracy)
     result.detection_limit = check.detection_limit(status)
+    if check.accuracy is None and result.verdict == "suspicious":
+        hint = accuracy_hint(numerical_s, check.analytic[flat], noise_s, status_s,
+                             check.tiers.excellent)
+        if hint:
+            result.notes.append(hint)
     return result
 
 

@@ -103,6 +103,8 @@ def test_without_a_declaration_the_verdict_is_unchanged_and_a_hint_says_what_wou
     rtol = float(text.split("declared accuracy rtol=")[1].split(" ")[0])
     loss, grad, params = implicit_cg(1e-6)
     assert fastcheck.check_grad(loss, grad, params, rtol=rtol).passed
+    assert any("would pass with a declared accuracy rtol=1e-5" in n
+               for n in run("implicit-cg-rtol1e-6", 0.0, False, "sample").notes)
     # No hint on a declared check, nor on a wrong one.
     assert not any("would pass" in n for n in run("implicit-cg-rtol1e-6", 0.0, True).notes)
     assert not any("would pass" in n for n in run("implicit-cg-rtol1e-6", 0.01, False).notes)
