@@ -16,6 +16,8 @@ from fastcheck._guard import Probes, closing_probe
 from fastcheck._judge import (
     Calibration,
     Noise,
+    accuracy_hint,
+    accuracy_notes,
     detection_limit,
     judge_components,
     limit_notes,
@@ -62,12 +64,14 @@ def run_full(request: CheckRequest, probes: Probes, analytic: np.ndarray) -> Gra
         probes.tiers, refine=request.refine, threads=request.threads,
         # the loss's coarser dtype set the step (probe): start from its too
         step_dtype=probes.loss_dtype if eps is None and probes.step is not None else None,
-        calibrate=calibration if request.noise != "model" else None)
+        calibrate=calibration if request.noise != "model" else None,
+        accuracy=request.accuracy)
     evaluations += jd.evaluations
     numerical, noise, status, tiers = jd.numerical, jd.err, jd.status, jd.tiers
     notes = probes.notes + calibration.notes() + status_notes(
         layout, status, jd.refined, request.refine and request.method != "complex")
     notes += limit_notes(layout, numerical, analytic, noise, status, tiers, jd.noise, eps)
+    notes += accuracy_notes(layout, analytic, noise, status, request.accuracy)
     result = build_result(
         layout, numerical, analytic, noise, status, tiers,
         evaluations=evaluations, seconds=probes.seconds(), eps=probes.eps_text,
@@ -78,10 +82,14 @@ def run_full(request: CheckRequest, probes: Probes, analytic: np.ndarray) -> Gra
                                         "noise": calibration.evaluations,
                                         "refinement": jd.evaluations
                                         - calibration.evaluations},
-               **calibration.extra()})
+               **calibration.extra()}, accuracy=request.accuracy)
     result.detection_limit = detection_limit(numerical, analytic, noise, status,
                                              tiers.excellent)
     _explain_lowered_tier(result, probes, tiers)
+    if request.accuracy is None and result.verdict == "suspicious":
+        hint = accuracy_hint(numerical, analytic, noise, status, tiers.excellent)
+        if hint:
+            result.notes.append(hint)
     return result
 
 

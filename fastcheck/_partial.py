@@ -27,6 +27,7 @@ from fastcheck._judge import (
     REFINE_LEVELS,
     Calibration,
     Noise,
+    accuracy_notes,
     detection_limit,
     judge_components,
     limit_notes,
@@ -77,6 +78,7 @@ class PartialCheck:
     threads = property(lambda self: self.request.threads)
     executor = property(lambda self: self.request.executor)
     noise_option = property(lambda self: self.request.noise)
+    accuracy = property(lambda self: self.request.accuracy)
     center = property(lambda self: self.probes.center)
     unit = property(lambda self: self.probes.unit)
     step = property(lambda self: self.probes.step)
@@ -146,7 +148,7 @@ class PartialCheck:
             self.noise if self.noise is not None else Noise(self.unit), self.tiers,
             refine=self.refine, threads=self.threads,
             calibrate=self.calibration() if self.noise_option != "model" else None,
-            affordable=affordable)
+            affordable=affordable, accuracy=self.accuracy)
         calibration = self.calibration()
         noise_spent = calibration.evaluations - self.phases.get("noise", 0)
         self.spend(noise_spent, "noise")
@@ -166,7 +168,9 @@ class PartialCheck:
                  for a in ("numerical", "err")]
         return limit_notes(self.layout, parts[0], self.analytic[flat], parts[1],
                            status[flat], self.tiers, self.noise or Noise(self.unit), None,
-                           flat=flat)
+                           flat=flat) + accuracy_notes(
+            self.layout, self.analytic[flat], parts[1], status[flat], self.accuracy,
+            flat=flat)
 
     def detection_limit(self, status: np.ndarray) -> float:
         """The judged components' detection limit (_judge note 4)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fastcheck._accuracy import Accuracy
 from fastcheck._evaluate import WithBeforeEval, check_loss, check_step_resolution
 from fastcheck._executor import check_executor
 from fastcheck._lowlevel import CLoss, is_c_loss
@@ -87,6 +88,7 @@ class CheckRequest:
     progress: Any
     warn_seconds: float | None
     before_eval: Callable[[], Any] | None
+    accuracy: Accuracy | None = None  # rtol= / atol=, validated (_accuracy)
 
     @property
     def mode(self) -> str:
@@ -204,7 +206,7 @@ def check_c_loss_for_mode(loss: Any, params: Any, mode: str) -> None:
 def build_request(loss: Any, params: Any, *, eps: Any, method: Any, mode: Any, k: Any,
                   max_evals: Any, seed: Any, before_eval: Any, refine: Any, threads: Any,
                   progress: Any, warn_seconds: Any, executor: Any,
-                  noise: Any) -> CheckRequest:
+                  noise: Any, accuracy: Accuracy | None = None) -> CheckRequest:
     """Validate check_grad's arguments, in an order that gives the most specific
     message first (a C loss with executor= is told to use threads=), before any
     evaluation.  Binds a C loss to the parameters' layout."""
@@ -233,4 +235,4 @@ def build_request(loss: Any, params: Any, *, eps: Any, method: Any, mode: Any, k
     if before_eval is not None:
         loss = WithBeforeEval(loss, before_eval)
     return CheckRequest(loss, layout, method, eps, options, refine, threads, executor,
-                        noise, progress, warn_seconds, before_eval)
+                        noise, progress, warn_seconds, before_eval, accuracy)

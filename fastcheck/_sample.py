@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck._guard import Probes
-from fastcheck._judge import status_notes
+from fastcheck._judge import accuracy_hint, status_notes
 from fastcheck._params import ParamLayout
 from fastcheck._partial import PartialCheck
 from fastcheck._progress import progress_reporter, warn_if_long
@@ -79,8 +79,13 @@ def _sample(check: PartialCheck, seed: int,
                "sampled": dict(zip(layout.names, map(int, options.k_per_block),
                                    strict=True)),
                "evaluations_by_phase": dict(check.phases),
-               **check.calibration().extra()})
+               **check.calibration().extra()}, accuracy=check.accuracy)
     result.detection_limit = check.detection_limit(status)
+    if check.accuracy is None and result.verdict == "suspicious":
+        hint = accuracy_hint(numerical_s, check.analytic[flat], noise_s, status_s,
+                             check.tiers.excellent)
+        if hint:
+            result.notes.append(hint)
     return result
 
 

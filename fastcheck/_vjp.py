@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _check
+from fastcheck._accuracy import Accuracy, check_accuracy
 from fastcheck._evaluate import default_eps, unit_roundoff
 from fastcheck._executor import check_executor
 from fastcheck._judge import Noise, detection_limit, judge_two_steps
@@ -199,6 +200,8 @@ def check_vjp(
     progress: Callable[[int, int], Any] | None = None,
     executor: Any = None,
     noise: str | float = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
     n_cotangents: int | None = None,
 ) -> GradCheckResult:
     """Check a hand-written vector-Jacobian product (a layer's backward pass).
@@ -224,8 +227,9 @@ def check_vjp(
         Seed of the cotangents (standard normal entries), and of the samples or
         directions of ``mode="sample"`` / ``"directional"``.  Default 0; None draws
         one.  The seed used is in ``result.extra["seed"]``.
-    eps, method, mode, before_eval, refine, progress, executor, noise
-        As for :func:`fastcheck.check_grad`.
+    eps, method, mode, before_eval, refine, progress, executor, noise, rtol, atol
+        As for :func:`fastcheck.check_grad` (rtol / atol: the declared accuracy of
+        vjp(θ, u), component by component).
     n_cotangents : int, optional
         Deprecated name of `n_vectors`.
 
@@ -253,6 +257,7 @@ def check_vjp(
     check_flag(refine, "refine")
     progress = check_progress(progress)
     check_noise_option(noise)
+    check_accuracy(rtol, atol)
     check_executor(executor, f)
     layout = as_layout(params)
 
@@ -284,7 +289,7 @@ def check_vjp(
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
             before_eval=before_eval, refine=refine, progress=report, executor=executor,
-            noise=noise, seed=None if mode == "full" else seed))
+            noise=noise, seed=None if mode == "full" else seed, rtol=rtol, atol=atol))
     how = "each a gradient check of J_u(θ) = ⟨u, f(θ)⟩ against vjp(θ, u)"
     return _combine(results, "check_vjp", "cotangents", seed, how,
                     "vjp" if mode == "full" else f"vjp, {mode}")
@@ -350,13 +355,15 @@ class _Directional:
 
 
 def _judge(y0: np.ndarray, ys: list[np.ndarray], h1: float, h2: float, g1: np.ndarray,
-           g2: np.ndarray, scale: np.ndarray, unit: float, tiers: Tiers
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           g2: np.ndarray, scale: np.ndarray, unit: float, tiers: Tiers,
+           accuracy: Accuracy | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Numerical value, noise and status per component from two steps (note c):
-    the one rule of :mod:`fastcheck._judge`, at its last level."""
+    the one rule of :mod:`fastcheck._judge`, at its last level (with the declared
+    accuracy, if any)."""
     delta = Noise(unit).delta(y0, *ys, scale)
+    allow = accuracy.allowance(g2) if accuracy is not None else 0.0
     return judge_two_steps(y0, h1, ys[0], ys[1], h2, ys[2], ys[3], g1, g2, delta,
-                           tiers.excellent)
+                           tiers.excellent, allow)
 
 
 def _tangent(layout: ParamLayout, rng: np.random.Generator, eps: float | None,
@@ -420,6 +427,8 @@ def check_jvp(
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     n_tangents: int | None = None,
 ) -> GradCheckResult:
     """Check a hand-written Jacobian-vector product (forward-mode code).
@@ -452,6 +461,9 @@ def check_jvp(
         entries are scaled by ``max(1, |θ_i|)``).
     before_eval : callable, optional
         Called before every evaluation of f (e.g. to reset a random seed).
+    rtol, atol : float, optional
+        The declared accuracy of jvp(θ, v), output by output (as for
+        :func:`fastcheck.check_grad`).
     n_tangents : int, optional
         Deprecated name of `n_vectors`.
 
@@ -465,6 +477,7 @@ def check_jvp(
     seed = resolve_seed(seed)
     eps = check_eps(eps)
     before_eval = check_before_eval(before_eval)
+    accuracy = check_accuracy(rtol, atol)
     layout = as_layout(params)
     started = time.perf_counter()
 
@@ -505,7 +518,7 @@ def check_jvp(
                          .astype(np.float64).ravel())
             ys = [p1.ravel(), m1.ravel(), p2.ravel(), m2.ravel()]
             scale = np.full(m, np.max(np.abs(y0)))
-            nu, no, st = _judge(y0, ys, h1, h2, g[0], g[1], scale, unit, tiers)
+            nu, no, st = _judge(y0, ys, h1, h2, g[0], g[1], scale, unit, tiers, accuracy)
             numerical.append(nu)
             noise.append(no)
             status.append(st)
@@ -517,7 +530,7 @@ def check_jvp(
             method="central", mode="jvp",
             notes=[f"rows are parameters, components are the {m} output(s) of f: "
                    "name[j] is output j of the directional derivative along a random "
-                   "tangent on that parameter"]))
+                   "tangent on that parameter"], accuracy=accuracy))
         run.calls, started = 0, time.perf_counter()
     results[0].evaluations += 1  # the first call of f, before `run` counted
     how = "each parameter's directional derivative of f against jvp(θ, v)"
@@ -539,6 +552,8 @@ def check_hvp(
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check a hand-written Hessian-vector product by differencing the gradient.
 
@@ -568,6 +583,9 @@ def check_hvp(
         As for :func:`check_jvp`.
     before_eval : callable, optional
         Called before every evaluation of grad.
+    rtol, atol : float, optional
+        The declared accuracy of hvp(θ, v), component by component (as for
+        :func:`fastcheck.check_grad`).
 
     Returns
     -------
@@ -579,6 +597,7 @@ def check_hvp(
     seed = resolve_seed(seed)
     eps = check_eps(eps)
     before_eval = check_before_eval(before_eval)
+    accuracy = check_accuracy(rtol, atol)
     layout = as_layout(params)
     started = time.perf_counter()
 
@@ -617,13 +636,14 @@ def check_hvp(
                 raise type(exc)(f"{exc}. hvp(params, v) must return H·v in the structure "
                                 "of params") from None
         numerical, noise, status = _judge(g0, [p1, m1, p2, m2], h1, h2, g[0], g[1], scale,
-                                          unit, tiers)
+                                          unit, tiers, accuracy)
         results.append(build_result(
             layout, numerical, g[1], noise, status, tiers, evaluations=run.calls,
             seconds=time.perf_counter() - started, eps=eps_text, method="central",
             mode="hvp",
             notes=["components are the entries of H·v, named by the parameter they "
-                   "belong to (rows of the Hessian), for a random v over all parameters"]))
+                   "belong to (rows of the Hessian), for a random v over all parameters"],
+            accuracy=accuracy))
         run.calls, started = 0, time.perf_counter()
     results[0].evaluations += 1  # the first call of grad, before `run` counted
     how = "(∇J(θ + h v) − ∇J(θ − h v)) / 2h against hvp(θ, v)"

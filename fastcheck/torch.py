@@ -89,6 +89,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("fastcheck.torch needs PyTorch: pip install 'fastcheck[torch]' "
                       "(or pip install torch)") from exc
 
+from fastcheck._accuracy import check_accuracy
 from fastcheck._check import check_grad
 from fastcheck._params import as_layout
 from fastcheck._progress import DEFAULT_WARN_SECONDS
@@ -167,6 +168,8 @@ def check_function(
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     progress: bool | Callable[[int, int], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     n_cotangents: int | None = None,
 ) -> GradCheckResult:
     """Check a custom ``torch.autograd.Function`` (or any function of tensors).
@@ -193,8 +196,9 @@ def check_function(
         For a non-scalar output, the number of seeded random cotangents over all
         outputs (>= 1, default 3); a scalar output needs one.  With several outputs, one more
         cotangent per output is given alone (module note 4).
-    seed, eps, method, before_eval, refine, progress
-        As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad`.
+    seed, eps, method, before_eval, refine, progress, rtol, atol
+        As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad` (rtol /
+        atol: the declared accuracy of the backward, element by element).
     n_cotangents : int, optional
         Deprecated name of `n_vectors`.
 
@@ -213,6 +217,7 @@ def check_function(
     check_before_eval(before_eval)
     check_flag(refine, "refine")
     check_progress(progress)
+    check_accuracy(rtol, atol)
     checked = [i for i, a in enumerate(args) if torch.is_tensor(a) and a.requires_grad]
     if not checked:
         raise ValueError("no argument is a tensor with requires_grad=True: mark the "
@@ -234,7 +239,7 @@ def check_function(
                 _Forward(fn, args, inputs, spec, which, dtype), backward, inputs.params,
                 n_vectors=count, seed=seed, eps=eps, method=method,
                 before_eval=before_eval, refine=refine,
-                progress=_stage_progress(progress, done, count, units))
+                progress=_stage_progress(progress, done, count, units), rtol=rtol, atol=atol)
             _note_unused(result, backward, label)
             stages.append((label, result))
             done += count
@@ -363,7 +368,8 @@ def _expand(result: GradCheckResult, inputs: Inputs) -> None:
     rebuilt = build_result(full, numerical, analytic, noise, status,
                            result.tiers or tiers_for(np.dtype(np.float64)),
                            evaluations=result.evaluations, seconds=result.seconds,
-                           eps=result.eps, method=result.method, mode=result.mode)
+                           eps=result.eps, method=result.method, mode=result.mode,
+                           accuracy=result.accuracy)
     result.layout, result.parameters = full, rebuilt.parameters
     result.numerical_flat, result.analytic_flat = numerical, analytic
     result.noise_flat, result.status = noise, status
@@ -402,6 +408,8 @@ def check_module(
     progress: bool | Callable[[int, int], Any] | None = None,
     warn_seconds: float | None = DEFAULT_WARN_SECONDS,
     noise: str | float = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check the gradient of an ``nn.Module``'s parameters, by name.
 
@@ -425,6 +433,8 @@ def check_module(
     eps, method, mode, k, max_evals, seed, before_eval, refine, progress, warn_seconds, noise
         As for :func:`fastcheck.check_grad`: ``mode="directional"`` checks a large
         model in a few hundred evaluations and localises the wrong components.
+    rtol, atol
+        As for :func:`fastcheck.check_grad`.
 
     Returns
     -------
@@ -436,6 +446,7 @@ def check_module(
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable as loss_fn(output) -> scalar tensor, "
                         f"got {type(loss_fn).__name__}")
+    check_accuracy(rtol, atol)
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     if not named:
@@ -470,7 +481,7 @@ def check_module(
         result = check_grad(loss, grad, views, eps=eps, method=method, mode=mode, k=k,
                             max_evals=max_evals, seed=seed, before_eval=before_eval,
                             refine=refine, progress=progress, warn_seconds=warn_seconds,
-                            noise=noise)
+                            noise=noise, rtol=rtol, atol=atol)
     finally:
         with torch.no_grad():
             for b, saved in buffers:

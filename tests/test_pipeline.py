@@ -189,22 +189,24 @@ _BAD = {
     "n_vectors": [0, 1.5],
     "methods": ["nope"],
     "indices": [[0, 0], [99], "x"],
+    "rtol": [-1.0, "x"],
+    "atol": [float("nan")],
 }
 _OPTIONS = {
     "check_grad": ["eps", "method", "mode", "seed", "before_eval", "refine", "progress",
-                   "threads", "executor", "noise", "warn_seconds"],
+                   "threads", "executor", "noise", "warn_seconds", "rtol", "atol"],
     "assert_grad_ok": ["eps", "method", "mode", "seed", "before_eval", "refine", "progress",
-                       "threads", "noise"],
+                       "threads", "noise", "rtol", "atol"],
     "numerical_grad": ["eps", "method", "threads", "executor", "before_eval", "indices"],
     "eps_sweep": ["methods", "before_eval"],
     "check_vjp": ["n_vectors", "seed", "eps", "method", "mode", "before_eval", "refine",
-                  "progress", "executor", "noise"],
-    "check_jvp": ["n_vectors", "seed", "eps", "before_eval"],
-    "check_hvp": ["n_vectors", "seed", "eps", "before_eval"],
+                  "progress", "executor", "noise", "rtol", "atol"],
+    "check_jvp": ["n_vectors", "seed", "eps", "before_eval", "rtol", "atol"],
+    "check_hvp": ["n_vectors", "seed", "eps", "before_eval", "rtol", "atol"],
     "torch.check_function": ["n_vectors", "seed", "eps", "method", "before_eval",
-                             "refine", "progress"],
+                             "refine", "progress", "rtol", "atol"],
     "torch.check_module": ["eps", "method", "mode", "seed", "before_eval", "refine",
-                           "progress", "warn_seconds", "noise"],
+                           "progress", "warn_seconds", "noise", "rtol", "atol"],
 }
 _CASES = [pytest.param(entry, name, value, id=f"{entry}-{name}={value!r}")
           for entry, names in _OPTIONS.items() for name in names for value in _BAD[name]]
