@@ -18,15 +18,8 @@ from fastcheck import _kernel
 from fastcheck._kernel import ComplexStepError
 from fastcheck._lowlevel import as_c_loss
 from fastcheck._params import ParamLayout
-from fastcheck._validate import (  # re-exported: the validators moved there
-    check_eps,
-    check_flag,
-    check_method,
-    check_threads,
-)
 
-__all__ = ["METHODS", "Method", "RawEvaluations", "check_eps", "check_flag", "check_loss",
-           "check_method", "check_threads", "default_eps", "run_kernel"]
+__all__ = ["METHODS", "Method", "RawEvaluations", "default_eps", "run_kernel"]
 
 # How often (in components) the kernel calls back for Ctrl-C, other threads and
 # progress (Python losses).  The hook costs well under a microsecond; every 16

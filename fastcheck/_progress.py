@@ -27,19 +27,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from fastcheck._validate import (  # check_progress, check_warn_seconds: re-exported
-    check_progress,
-    check_warn_seconds,
-    outside_stacklevel,
-)
+from fastcheck._validate import outside_stacklevel
 
 __all__ = [
     "AUTO_SECONDS",
     "DEFAULT_WARN_SECONDS",
     "LongCheckWarning",
     "ProgressLine",
-    "check_progress",
-    "check_warn_seconds",
     "format_seconds",
     "progress_reporter",
     "warn_if_long",
