@@ -14,6 +14,11 @@ per category: false positives (a correct gradient called "wrong"), false
 negatives (a planted bug passed), planted bugs not ranked first, "cannot resolve"
 counts, and the evaluations spent measuring the noise and on refinement (larger
 or smaller steps), on the correct and on the buggy cases.
+
+Last, the gradients approximate by design (tests/accuracy_cases.py, judged as in
+tests/test_accuracy.py): an adjoint ODE gradient and an implicit CG gradient,
+correct and with a 1 % bug in one component, without and with a declared
+accuracy (rtol=), with their verdicts and evaluations.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ import time
 TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
+import test_accuracy as ta  # noqa: E402
 import test_correctness as tc  # noqa: E402
 import test_noisy as tn  # noqa: E402
+
+from fastcheck._accuracy import short  # noqa: E402
 
 
 def table(method: str, names: list[str] | None) -> str:
@@ -89,6 +97,22 @@ def noisy_table() -> str:
     return "\n".join(lines)
 
 
+def accuracy_table() -> str:
+    """The approximate-by-design cases, undeclared and declared (issue 15)."""
+    lines = ["| case | gradient | declared | verdict | passed | wrong | bug ranked first | "
+             "evaluations |", "|---|---|---|---|---|---|---|---|"]
+    for name, case in ta.CASES.items():
+        for bug in (0.0, 0.01):
+            for declared in (False, True):
+                r = ta.run(name, bug, declared)
+                first = r.worst(1)[0].name == case.bug_name if bug else "-"
+                lines.append(
+                    f"| {name} | {'1 % bug' if bug else 'correct'} | "
+                    f"{'rtol=' + short(case.rtol) if declared else 'none'} | {r.verdict} | "
+                    f"{r.passed} | {r.n_wrong} | {first} | {r.evaluations} |")
+    return "\n".join(lines)
+
+
 def run(quick: bool = False) -> list[dict]:
     """The table as rows, for bench/run.py's "correctness" section.
 
@@ -124,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     text = noisy_table()
     print(f"### noisy losses ({len(tn.NOISY_CASES)} cases, "
+          f"{time.perf_counter() - started:.1f} s)\n")
+    print(text)
+    print()
+    started = time.perf_counter()
+    text = accuracy_table()
+    print(f"### approximate by design, declared accuracy ({len(ta.CASES)} cases, "
           f"{time.perf_counter() - started:.1f} s)\n")
     print(text)
     return 0

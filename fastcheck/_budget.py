@@ -261,7 +261,8 @@ def merge_steps(results: list[GradCheckResult]) -> GradCheckResult:
         base.layout, numerical, base.analytic_flat, noise, status, base.tiers,
         evaluations=sum(r.evaluations for r in results),
         seconds=sum(r.seconds for r in results), eps=base.eps, method=base.method,
-        mode=modes, notes=notes, extra={"steps": [r.extra for r in results]})
+        mode=modes, notes=notes, extra={"steps": [r.extra for r in results]},
+        accuracy=base.accuracy)
     order = ("excellent", "ok", "suspicious", "wrong")
     worst = max((r.verdict for r in [merged, *results]), key=order.index)
     merged.verdict, merged.passed = worst, worst in ("excellent", "ok")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _kernel
+from fastcheck._accuracy import check_accuracy
 from fastcheck._evaluate import (
     METHODS,
     WithBeforeEval,
@@ -48,6 +49,8 @@ from fastcheck._executor import check_executor
 from fastcheck._judge import (
     Calibration,
     Noise,
+    accuracy_hint,
+    accuracy_notes,
     detection_limit,
     judge_components,
     limit_notes,
@@ -188,6 +191,8 @@ def check_grad(
     budget: float | None = None,
     save: Any = None,
     save_when: str = "failure",
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check a hand-written gradient against numerical derivatives.
 
@@ -297,6 +302,14 @@ def check_grad(
         ``save_when="always"``): the parameters at the failing point, the steps,
         seeds and options.  ``fastcheck.replay(path, loss, grad)`` runs it again.
     save_when : {"failure", "always"}
+    rtol, atol : float, optional
+        The accuracy the analytic gradient is meant to have, when it is
+        approximate by design (an adjoint ODE gradient, an implicit gradient
+        through an iterative solver, truncated backpropagation).  A component
+        then agrees when ``|numerical - analytic| <= atol + rtol * |analytic|``
+        plus what the noise allows; one outside makes the verdict "wrong".  The
+        report says how many components were outside and the largest
+        difference.  Default: none declared (the usual verdict).
 
     Returns
     -------
@@ -312,6 +325,7 @@ def check_grad(
     Exception
         Whatever the loss raised, unchanged, after the parameters were restored.
     """
+    accuracy = check_accuracy(rtol, atol)   # before any path evaluates anything
     if points is not None or budget is not None or save is not None or save_when != "failure":
         # The test-suite keywords (_planned): it calls back this function per point.
         return check_planned(
@@ -319,7 +333,7 @@ def check_grad(
             save_when=save_when, mode=mode, k=k, max_evals=max_evals, seed=seed,
             options=dict(eps=eps, method=method, before_eval=before_eval, refine=refine,
                          threads=threads, progress=progress, warn_seconds=warn_seconds,
-                         executor=executor, noise=noise))
+                         executor=executor, noise=noise, rtol=rtol, atol=atol))
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     check_c_loss_for_mode(loss, params, mode)
@@ -404,7 +418,8 @@ def check_grad(
                 method=method, step=step, relative=relative, refine=refine, threads=threads,
                 evaluations=evaluations, seconds_per_eval=min(probe_seconds),
                 progress=progress, warn_seconds=warn_seconds, eps_text=eps_text,
-                notes=extra_notes, started=started, executor=executor, noise=noise)
+                notes=extra_notes, started=started, executor=executor, noise=noise,
+                accuracy=accuracy)
             return _finish_partial(result, loss, layout, analytic, snapshot, probes, unit,
                                    started)
 
@@ -445,7 +460,7 @@ def check_grad(
             threads=threads,
             # the loss's coarser dtype set the step (above): start from its too
             step_dtype=loss_dtype if eps is None and step is not None else None,
-            calibrate=calibration if noise != "model" else None)
+            calibrate=calibration if noise != "model" else None, accuracy=accuracy)
         evaluations += jd.evaluations
         numerical, noise, status, tiers = jd.numerical, jd.err, jd.status, jd.tiers
     except BaseException:
@@ -456,6 +471,7 @@ def check_grad(
     notes = extra_notes + calibration.notes() + status_notes(
         layout, status, jd.refined, refine and method != "complex")
     notes += limit_notes(layout, numerical, analytic, noise, status, tiers, jd.noise, eps)
+    notes += accuracy_notes(layout, analytic, noise, status, accuracy)
     result = build_result(
         layout, numerical, analytic, noise, status, tiers,
         evaluations=evaluations, seconds=time.perf_counter() - started, eps=eps_text,
@@ -466,7 +482,7 @@ def check_grad(
                                         "noise": calibration.evaluations,
                                         "refinement": jd.evaluations
                                         - calibration.evaluations},
-               **calibration.extra()})
+               **calibration.extra()}, accuracy=accuracy)
     result.detection_limit = detection_limit(numerical, analytic, noise, status,
                                              tiers.excellent)
     tier = tier_of(result.relative_error, tiers)
@@ -480,6 +496,10 @@ def check_grad(
             "not called wrong. To check more sharply: check in float64 (parameters and loss), "
             "keep |J| small (a mean rather than a sum, no constant offsets), or use "
             "method='richardson'")
+    if accuracy is None and result.verdict == "suspicious":
+        hint = accuracy_hint(numerical, analytic, noise, status, tiers.excellent)
+        if hint:
+            result.notes.append(hint)
     return result
 
 

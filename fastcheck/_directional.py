@@ -169,6 +169,7 @@ class _Measure:
     plus: float
     minus: float
     noise: float = math.nan   # rounding + truncation guess of d (note 1)
+    allow: float = 0.0        # declared accuracy along w: sum |w_i| (atol + rtol |g_i|)
 
     @property
     def mismatch(self) -> float:
@@ -319,13 +320,16 @@ class _Directional:
         # <g, w> with w = (plus - minus) / 2h, the direction the dtype represented
         w = np.subtract(plus, minus, dtype=np.float64)
         g = float(np.dot(b.g[lo:hi], w)) / (2 * h)
+        allow = 0.0
+        if check.accuracy is not None:   # a component error e_i shows as e_i w_i
+            allow = float(np.dot(np.abs(w), check.accuracy.allowance(b.g[lo:hi]))) / (2 * h)
         with np.errstate(all="ignore"):
             d = (jp - jm) / (2 * h)
-        noise, tol = self._tolerance(b, d, g, h, jp, jm, x)
-        return _Measure(d, g, tol, h, jp, jm, noise)
+        noise, tol = self._tolerance(b, d, g, h, jp, jm, x, allow)
+        return _Measure(d, g, tol, h, jp, jm, noise, allow)
 
     def _tolerance(self, b: _Block, d: float, g: float, h: float, jp: float, jm: float,
-                   x: np.ndarray | None = None) -> tuple[float, float]:
+                   x: np.ndarray | None = None, allow: float = 0.0) -> tuple[float, float]:
         """Noise of a directional difference and its allowed mismatch (note 1)."""
         check = self.check
         j0 = check.center
@@ -335,7 +339,7 @@ class _Directional:
             scale = (max(1.0, float(np.max(np.abs(x)))) if x is not None and x.size
                      else b.scale)
             noise = delta / h + h * gap / scale
-            tol = KAPPA * noise + check.tiers.excellent * (abs(d) + abs(g))
+            tol = KAPPA * noise + check.tiers.excellent * (abs(d) + abs(g)) + allow
         return noise, tol
 
     # ------------------------------------------------------- the block test
@@ -392,10 +396,10 @@ class _Directional:
             t.steps += 1
             delta = noise.delta(j0, m1.plus, m1.minus, m2.plus, m2.minus)
             lv = assess(j0, m1.h, m1.plus, m1.minus, m2.h, m2.plus, m2.minus, m1.g, m2.g,
-                        delta, floor_rel, coef, extrapolated)
+                        delta, floor_rel, coef, extrapolated, allow=m2.allow)
             kink = bool(lv.kink) and not up
             last = level == levels or (up and m2.h * REFINE > MAX_STEP * b.scale)
-            floor = floor_rel * (abs(m2.d) + abs(m2.g))
+            floor = floor_rel * (abs(m2.d) + abs(m2.g)) + m2.allow
             limit = float(KAPPA * (lv.rounding + lv.trunc) + floor)
             good = float(KAPPA * (lv.rounding + lv.reach) + floor) <= (
                 check.tiers.ok * self.size(b, m2))
@@ -445,7 +449,7 @@ class _Directional:
 
     def remeasure(self, b: _Block, m: _Measure) -> _Measure:
         """The first measurement's tolerance under the measured noise (no evaluation)."""
-        noise, tol = self._tolerance(b, m.d, m.g, m.h, m.plus, m.minus)
+        noise, tol = self._tolerance(b, m.d, m.g, m.h, m.plus, m.minus, allow=m.allow)
         return replace(m, tol=tol, noise=noise)
 
     # --------------------------------------------------------- localisation
@@ -619,8 +623,8 @@ def _shown(names: list[str], limit: int = 5) -> str:
 
 
 def _block_verdict(rel: float, tiers: Any, bad: bool, nonfinite_grad: bool,
-                   unsure: bool, unresolved: bool = False) -> str:
-    if nonfinite_grad:
+                   unsure: bool, unresolved: bool = False, declared: bool = False) -> str:
+    if nonfinite_grad or (declared and bad):   # outside a declared accuracy: wrong
         return "wrong"
     tier = tier_of(rel, tiers) if math.isfinite(rel) else "suspicious"
     if bad and tier in ("excellent", "ok"):
@@ -657,7 +661,7 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
     result = build_result(
         layout, work.numerical, check.analytic, work.noise, status, tiers,
         evaluations=check.evaluations, seconds=seconds(), eps=eps_text, method="central",
-        mode="directional")
+        mode="directional", accuracy=check.accuracy)
     per_block, reports, all_tests = {}, [], []
     lines = []
     for b, report in zip(work.blocks, result.parameters, strict=True):
@@ -671,7 +675,8 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
         unresolved = "unresolved" in statuses or bool(np.any(st == _S.UNRESOLVED))
         bad = b.failed or wrong_here.size > 0 or bool(b.residual)
         verdict = "wrong" if b.throughout else _block_verdict(
-            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure, unresolved)
+            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure, unresolved,
+            check.accuracy is not None)
         label = ("wrong throughout" if b.throughout else "wrong" if bad
                  else "empty" if not b.size else "not tested" if not b.tests
                  else "undecided" if unsure
@@ -693,7 +698,7 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
     unsure = any(f in ("undecided", "not tested") for f in flags)
     verdict = "wrong" if any(b.throughout for b in work.blocks) else _block_verdict(
         rel, tiers, bad, bool(np.any(status == _S.NONFINITE_GRAD)), unsure,
-        any(f == "unresolved" for f in flags))
+        any(f == "unresolved" for f in flags), check.accuracy is not None)
 
     checked = int(np.count_nonzero(status != _S.NOT_CHECKED))
     tested = sum(1 for b in work.blocks if b.tests)

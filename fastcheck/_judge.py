@@ -45,6 +45,16 @@ fastcheck.torch.  The notes of _verdict (1-7) explain the tests; these add:
    A kink at theta keeps its gap there; one 1e-9 away from theta vanishes, and
    the component is judged as smooth at that step (a wrong sign next to an abs
    kink used to be "three kinks, excellent").  Two evaluations per kink.
+6. Declared accuracy.  A gradient meant to be approximate (an adjoint ODE, an
+   iterative solver: fastcheck._accuracy) declares rtol / atol; a component
+   then agrees when |numerical - analytic| <= atol + rtol |analytic| plus what
+   the noise allows.  The allowance is added to the floor of every test above
+   (first look, each pair of steps, the resolution wanted), so a stable miss
+   within it is fine and one beyond it is wrong, by the same rule.  A
+   component whose resolution is worse than its allowance is said so
+   (:func:`accuracy_notes`); without a declared accuracy the allowance is 0
+   and nothing changes.  A check found only suspicious says at which declared
+   accuracy it would pass (:func:`accuracy_hint`): information, never a pass.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from fastcheck._accuracy import Accuracy, short, suggested
 from fastcheck._evaluate import RawEvaluations, default_eps, run_kernel
 from fastcheck._noise import (
     NoiseEstimate,
@@ -68,7 +79,8 @@ from fastcheck._params import ParamLayout
 from fastcheck._verdict import C_ROUND, KAPPA, ComponentStatus, Tiers, tiers_for_unit
 
 __all__ = ["REFINE", "REFINE_LEVELS", "UPWARD_LEVELS", "Calibration", "Judgement", "Noise",
-           "assess", "detection_limit", "first_look", "judge_components", "judge_two_steps",
+           "accuracy_hint", "accuracy_notes", "assess", "detection_limit", "first_look",
+           "judge_components", "judge_two_steps",
            "limit_notes", "mark_unresolved", "poorly_resolved", "second_look",
            "status_notes"]
 
@@ -120,11 +132,13 @@ class Noise:
 
 
 def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, noise: Noise,
-               floor_rel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               floor_rel: float, allow: Any = 0.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Numerical derivative, noise, status and suspects from the evaluations alone.
 
-    See _verdict note 3.  Returns ``(numerical, noise, status, suspect)`` for the
-    evaluated components.
+    See _verdict note 3.  `allow` is the declared accuracy's atol + rtol |g| (note
+    6).  Returns ``(numerical, noise, status, suspect)`` for the evaluated
+    components.
     """
     d = raw.derivative()
     h = raw.step
@@ -149,7 +163,7 @@ def first_look(raw: RawEvaluations, analytic: np.ndarray, x: np.ndarray, noise: 
         status[~np.isfinite(d)] = _S.NONFINITE_LOSS
         status[~np.isfinite(analytic)] = _S.NONFINITE_GRAD
         diff = np.abs(d - analytic)
-        allowed = KAPPA * err + floor_rel * (np.abs(d) + np.abs(analytic))
+        allowed = KAPPA * err + floor_rel * (np.abs(d) + np.abs(analytic)) + allow
         suspect = (status == _S.OK) & (diff > allowed)
     return d, err, status, suspect
 
@@ -176,18 +190,19 @@ def _scale(numerical: np.ndarray, analytic: np.ndarray) -> float:
 
 
 def poorly_resolved(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray,
-                    tiers: Tiers, rms: float | None = None) -> np.ndarray:
-    """Components whose resolution is worse than the "ok" tier (note 3)."""
+                    tiers: Tiers, rms: float | None = None, allow: Any = 0.0) -> np.ndarray:
+    """Components whose resolution is worse than the "ok" tier (note 3) and than
+    the declared accuracy `allow` (note 6)."""
     if rms is None:
         rms = _scale(numerical, analytic)
     with np.errstate(all="ignore"):
         size = np.maximum(np.abs(numerical) + np.abs(analytic), rms)
         limit = KAPPA * err + tiers.excellent * (np.abs(numerical) + np.abs(analytic))
-        return np.isfinite(limit) & (limit > tiers.ok * size) & (size > 0)
+        return np.isfinite(limit) & (limit > np.maximum(tiers.ok * size, allow)) & (size > 0)
 
 
 def mark_unresolved(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray,
-                    status: np.ndarray, tiers: Tiers) -> np.ndarray:
+                    status: np.ndarray, tiers: Tiers, allow: Any = 0.0) -> np.ndarray:
     """Set OK components that are still poorly resolved to UNRESOLVED (note 4).
 
     Poorly resolved here means against the "ok" tier of ‖numerical‖ + ‖analytic‖
@@ -198,7 +213,7 @@ def mark_unresolved(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray
     if not np.any(ok):
         return status
     rms = _scale(numerical[ok], analytic[ok]) * math.sqrt(np.count_nonzero(ok))
-    poor = ok & poorly_resolved(numerical, analytic, err, tiers, rms)
+    poor = ok & poorly_resolved(numerical, analytic, err, tiers, rms, allow)
     status = status.copy()
     status[poor] = _S.UNRESOLVED
     return status
@@ -243,7 +258,7 @@ class Level:
 
 def assess(center: Any, h1: Any, p1: Any, m1: Any, h2: Any, p2: Any, m2: Any, g1: Any,
            g2: Any, delta: Any, floor_rel: float, coef: Any = math.nan,
-           extrapolated: Any = math.nan) -> Level:
+           extrapolated: Any = math.nan, allow: Any = 0.0) -> Level:
     """Judge two central pairs of steps (h1 and h2) of the same components.
 
     The rule of _verdict notes 4, 6 and 7 and of this module's note 2, vectorised
@@ -251,7 +266,8 @@ def assess(center: Any, h1: Any, p1: Any, m1: Any, h2: Any, p2: Any, m2: Any, g1
     are compared with (equal for a gradient; they differ slightly for check_jvp,
     whose effective tangent depends on the step).  `delta` is the noise of one
     evaluation, `coef` and `extrapolated` the h**2 coefficient and the
-    extrapolated value of the previous pair (NaN when there is none).
+    extrapolated value of the previous pair (NaN when there is none).  `allow`
+    is the declared accuracy (note 6), added to the floor.
     """
     with np.errstate(all="ignore"):
         h1, h2 = np.asarray(h1, dtype=float), np.asarray(h2, dtype=float)
@@ -260,7 +276,7 @@ def assess(center: Any, h1: Any, p1: Any, m1: Any, h2: Any, p2: Any, m2: Any, g1
         up2, down2 = (p2 - center) / h2, (center - m2) / h2
         gap1, gap2 = np.abs(up1 - down1), np.abs(up2 - down2)
         g = g2
-        floor = floor_rel * (np.abs(d2) + np.abs(g))
+        floor = floor_rel * (np.abs(d2) + np.abs(g)) + allow
         e1, e2 = d1 - g1, d2 - g2
         resolve = np.abs(e1 - e2)
         # A kink: the slope gap neither shrinks with the step (smooth: gap ~ h) nor
@@ -424,7 +440,7 @@ def _decide(lv: Level, g: np.ndarray, delta: np.ndarray, h2: np.ndarray,
 def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: np.ndarray,
                 analytic: np.ndarray, noise: Noise, floor_rel: float, threads: int,
                 step_dtype: np.dtype | None = None, upward_only: np.ndarray | None = None,
-                target: np.ndarray | None = None,
+                target: np.ndarray | None = None, allow: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Re-examine components at steps h/4, h/16, ... or 4h, 16h, ...
 
@@ -436,10 +452,12 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
     undecided (two evaluations each).  Returns ``(numerical, noise, status,
     evaluations)``.  A component left undecided is OK with a noise that covers
     its miss, so that :func:`mark_unresolved` can say whether it was resolved.
+    `allow` (per idx): the declared accuracy (note 6).
     """
     flat = idx if raw.indices is None else raw.indices[idx]
     n = idx.size
     name = raw.method.name
+    allow = np.zeros(n) if allow is None else allow
     center, h, p, m, coef, extrapolated, evaluations = _start(
         loss, layout, raw, idx, flat, threads, step_dtype)
     kink_before = np.zeros(n, dtype=bool)
@@ -468,7 +486,7 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
         g = analytic[todo]
         delta = noise.delta(center, p[todo], m[todo], p2, m2)
         lv = assess(center, h[todo], p[todo], m[todo], h2, p2, m2, g, g, delta, floor_rel,
-                    coef[todo], extrapolated[todo])
+                    coef[todo], extrapolated[todo], allow[todo])
         last_down = level == levels - max(0, UPWARD_LEVELS - REFINE_LEVELS)
         going_up = upward[todo]
         # Kinks are recognised on the way down only: larger steps cross other
@@ -506,15 +524,16 @@ def second_look(loss: Callable, layout: ParamLayout, raw: RawEvaluations, idx: n
 
 def judge_two_steps(center: np.ndarray, h1: float, p1: np.ndarray, m1: np.ndarray, h2: float,
                     p2: np.ndarray, m2: np.ndarray, g1: np.ndarray, g2: np.ndarray,
-                    delta: np.ndarray, floor_rel: float
+                    delta: np.ndarray, floor_rel: float, allow: Any = 0.0
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Numerical value, noise and status from two fixed steps (check_jvp / hvp).
 
     The same rule as :func:`second_look` at its last level, for evaluations that
     cannot be refined further.  Kinks are not looked for (a Jacobian entry has no
-    one-sided slope to offer): a component is wrong, ok or unresolved.
+    one-sided slope to offer): a component is wrong, ok or unresolved.  `allow`:
+    the declared accuracy per component (note 6).
     """
-    lv = assess(center, h1, p1, m1, h2, p2, m2, g1, g2, delta, floor_rel)
+    lv = assess(center, h1, p1, m1, h2, p2, m2, g1, g2, delta, floor_rel, allow=allow)
     status = np.where(lv.stable_wrong, _S.WRONG,
                       np.where(lv.fine, _S.OK, _S.UNRESOLVED)).astype(np.int8)
     # A miss far beyond every noise, unresolved only by the ulps rule, is wrong.
@@ -544,7 +563,8 @@ def judge_components(loss: Callable, layout: ParamLayout, raw: RawEvaluations,
                      analytic: np.ndarray, x: np.ndarray, noise: Noise, tiers: Tiers, *,
                      refine: bool, threads: int, step_dtype: np.dtype | None = None,
                      calibrate: Calibrate | None = None,
-                     affordable: Callable[[int], bool] | None = None) -> Judgement:
+                     affordable: Callable[[int], bool] | None = None,
+                     accuracy: Accuracy | None = None) -> Judgement:
     """The verdict on evaluated components: first look, noise, second look, limits.
 
     `raw` holds the kernel's evaluations of the components, `analytic` and `x`
@@ -554,14 +574,18 @@ def judge_components(loss: Callable, layout: ParamLayout, raw: RawEvaluations,
     noise and returns the new noise model, tiers and the evaluations spent, or
     None.  `affordable(count)` says whether refining `count` components fits a
     budget (mode="directional"); when it does not, suspects count as wrong.
+    `accuracy`: the declared accuracy (note 6), None when none was declared.
     """
     evaluations = 0
-    numerical, err, status, suspect = first_look(raw, analytic, x, noise, tiers.excellent)
+    allow = accuracy.allowance(analytic) if accuracy is not None else np.zeros(analytic.size)
+    numerical, err, status, suspect = first_look(raw, analytic, x, noise, tiers.excellent,
+                                                 allow)
     can_refine = refine and raw.method.name != "complex"
     # Resolution is judged on rounding alone here: the first look's curvature term
     # is a guess that a smaller step settles (and is large at a harmless kink).
     rounding = _rounding_err(raw, noise, err)
-    poor = poorly_resolved(numerical, analytic, rounding, tiers) & (status == _S.OK)
+    poor = poorly_resolved(numerical, analytic, rounding, tiers, allow=allow) & (
+        status == _S.OK)
     given = getattr(calibrate, "given", None) is not None
     if calibrate is not None and ((can_refine and (np.any(suspect) or np.any(poor)))
                                   or given):
@@ -570,25 +594,28 @@ def judge_components(loss: Callable, layout: ParamLayout, raw: RawEvaluations,
             noise, tiers, spent = calibrated
             evaluations += spent
             numerical, err, status, suspect = first_look(raw, analytic, x, noise,
-                                                         tiers.excellent)
+                                                         tiers.excellent, allow)
             rounding = _rounding_err(raw, noise, err)
-            poor = poorly_resolved(numerical, analytic, rounding, tiers) & (status == _S.OK)
+            poor = poorly_resolved(numerical, analytic, rounding, tiers, allow=allow) & (
+                status == _S.OK)
     idx = np.flatnonzero(suspect | (poor & can_refine))
     unrefined = 0
     if can_refine and idx.size and (affordable is None or affordable(idx.size)):
         rms = _scale(numerical[status == _S.OK], analytic[status == _S.OK])
         with np.errstate(invalid="ignore"):
-            target = tiers.ok * np.maximum(np.abs(numerical[idx]) + np.abs(analytic[idx]), rms)
+            target = np.maximum(tiers.ok * np.maximum(np.abs(numerical[idx])
+                                                      + np.abs(analytic[idx]), rms), allow[idx])
         n2, e2, s2, extra = second_look(
             loss, layout, raw, idx, analytic[idx], noise, tiers.excellent, threads,
-            step_dtype=step_dtype, upward_only=~suspect[idx], target=target)
+            step_dtype=step_dtype, upward_only=~suspect[idx], target=target,
+            allow=allow[idx])
         evaluations += extra
         numerical[idx], err[idx], status[idx] = n2, e2, s2
         rounding[idx] = e2
     else:
         status[suspect] = _S.WRONG
         unrefined = int(np.count_nonzero(suspect)) if can_refine else 0
-    status = mark_unresolved(numerical, analytic, rounding, status, tiers)
+    status = mark_unresolved(numerical, analytic, rounding, status, tiers, allow)
     return Judgement(numerical, err, status, evaluations, int(idx.size), noise, tiers,
                      unrefined)
 
@@ -717,3 +744,69 @@ def limit_notes(layout: ParamLayout, numerical: np.ndarray, analytic: np.ndarray
                  "another eps (smaller where the loss varies on a small scale, larger "
                  "where it is noisy)")
     return [text]
+
+
+# ------------------------------------------------------------ declared accuracy
+def _shown(layout: ParamLayout, idx: np.ndarray) -> str:
+    return ", ".join(layout.names_of(idx[:5])) + (", ..." if idx.size > 5 else "")
+
+
+def accuracy_notes(layout: ParamLayout, analytic: np.ndarray, err: np.ndarray,
+                   status: np.ndarray, accuracy: Accuracy | None,
+                   flat: np.ndarray | None = None) -> list[str]:
+    """Where the declared accuracy is finer than the check resolves (note 6).
+
+    `flat` maps positions in the arrays to flat component indices (partial modes).
+    """
+    if accuracy is None:
+        return []
+    judged = np.flatnonzero((status == _S.OK) | (status == _S.UNRESOLVED))
+    if judged.size == 0:
+        return []
+    a = analytic[judged]
+    with np.errstate(all="ignore"):
+        # The arithmetic's resolution, not the floor (a policy: differences below
+        # the "excellent" tier are never called wrong, _verdict note 3).
+        limit = KAPPA * err[judged]
+        coarse = np.isfinite(limit) & (limit > accuracy.allowance(a))
+    if not np.any(coarse):
+        return []
+    where = judged[coarse]
+    worst = int(np.argmax(limit[coarse]))
+    size = abs(a[coarse][worst])
+    rel = f" (relative {limit[coarse][worst] / size:.1g})" if size > 0 else ""
+    idx = where if flat is None else flat[where]
+    return [f"the declared accuracy {accuracy.text()} is finer than what the loss resolves "
+            f"at {where.size} of {judged.size} component(s) ({_shown(layout, idx)}): the "
+            f"check cannot resolve below {limit[coarse][worst]:.2g}{rel} there, so they "
+            "were judged at that resolution"]
+
+
+def accuracy_hint(numerical: np.ndarray, analytic: np.ndarray, err: np.ndarray,
+                  status: np.ndarray, floor_rel: float) -> str | None:
+    """The declared accuracy at which the confirmed misses would be within (note 6).
+
+    For a check that is only suspicious: every wrong component's miss stable
+    (that is how it was confirmed), finite and within the "suspicious" tier of
+    its own size.  None when a component is not finite or too far off.
+    """
+    wrong = status == _S.WRONG
+    if not np.any(wrong) or np.any(status == _S.NONFINITE_GRAD):
+        return None
+    n, a = numerical[wrong], analytic[wrong]
+    with np.errstate(all="ignore"):
+        need = np.abs(n - a) - KAPPA * err[wrong] - floor_rel * (np.abs(n) + np.abs(a))
+        need = np.maximum(need, 0.0)
+        rtol = float(np.max(np.where(need > 0, need / np.abs(a), 0.0)))
+    atol = float(np.max(need))
+    if not (math.isfinite(atol) and atol > 0):
+        return None
+    text = f"atol={short(suggested(atol))}"
+    if math.isfinite(rtol) and rtol > 0:
+        text = f"rtol={short(suggested(rtol))} (or {text})"
+    count = int(np.count_nonzero(wrong))
+    return (f"{count} component(s) differ stably but by little from their numerical "
+            f"value: the check would pass with a declared accuracy {text}. That is "
+            "information, not a pass: declare it only if the gradient is approximate by "
+            "design (an adjoint ODE, an iterative solver, truncation); otherwise these "
+            "differences are bugs")

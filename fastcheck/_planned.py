@@ -31,7 +31,7 @@ __all__ = ["check_planned", "finding_of"]
 
 # The options a replay must repeat to evaluate the same thing (others, such as
 # threads, progress or executor, do not change what is evaluated).
-RECORDED = ("eps", "method", "refine")
+RECORDED = ("eps", "method", "refine", "rtol", "atol")
 NOT_CHECKED = ComponentStatus.NOT_CHECKED
 
 

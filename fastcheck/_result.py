@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fastcheck._accuracy import Accuracy
 from fastcheck._params import ParamLayout
 from fastcheck._verdict import TIERS, ComponentStatus, Tiers, relative_error, tier_of
 
@@ -150,6 +151,10 @@ class GradCheckResult:
         "excellent" floor, maximised over the checked components; for
         mode="directional" the smallest single-component error the directional
         tests would have seen.  NaN when nothing was judged.
+    accuracy : Accuracy or None
+        The declared accuracy (``rtol=`` / ``atol=``), None when none was
+        declared.  With one, a component outside it is wrong and makes the
+        verdict "wrong"; the report says how many were outside.
     """
 
     verdict: str
@@ -170,6 +175,7 @@ class GradCheckResult:
     notes: list[str] = field(default_factory=list, repr=False)
     extra: dict = field(default_factory=dict, repr=False)
     detection_limit: float = math.nan
+    accuracy: Accuracy | None = field(default=None, repr=False)
 
     # --------------------------------------------------------------- structures
     @property
@@ -286,7 +292,35 @@ class GradCheckResult:
         nonfinite = self._count(_S.NONFINITE_LOSS)
         if nonfinite:
             parts.append(f"{nonfinite:,} not finite")
-        return f"{head} ({', '.join(parts)}; {self.method}, {self.mode})"
+        declared = f"; declared {self.accuracy.text()}" if self.accuracy else ""
+        return f"{head} ({', '.join(parts)}; {self.method}, {self.mode}{declared})"
+
+    def accuracy_line(self) -> str | None:
+        """The declared accuracy in one line: components outside it, the largest miss."""
+        if self.accuracy is None or self.verdict in ("nondeterministic", "invalid"):
+            return None
+        judged = np.flatnonzero((self.status == _S.OK) | (self.status == _S.WRONG)
+                                | (self.status == _S.UNRESOLVED))
+        outside = self._count(_S.WRONG)
+        line = (f"declared accuracy {self.accuracy.text()}: {outside:,} of {judged.size:,} "
+                "components outside")
+        if self.mode == "directional":
+            line += (f" ({judged.size:,} checked one by one; each directional test allows "
+                     "the sum of |v_i| (atol + rtol |g_i|) along its direction v, so a "
+                     "component outside its own allowance by less than that can go unseen: "
+                     "mode='full' checks each component)")
+        if judged.size:
+            n, a = self.numerical_flat[judged], self.analytic_flat[judged]
+            with np.errstate(all="ignore"):
+                diff = np.abs(n - a)
+                allow = self.accuracy.allowance(a)
+                ratio = np.where(allow > 0, diff / allow, diff / (np.abs(n) + np.abs(a)))
+            ratio = np.where(np.isfinite(ratio), ratio, -1.0)
+            i = int(np.argmax(ratio))
+            rel = diff[i] / abs(a[i]) if a[i] != 0 else math.inf
+            line += (f"; largest difference {diff[i]:.2g} (relative {rel:.2g}) at "
+                     f"{self.layout.name_of(int(judged[i]))}")
+        return line
 
     def _blame(self) -> str | None:
         """A sentence naming the wrong parameters, if the gradient is not fine."""
@@ -314,6 +348,9 @@ class GradCheckResult:
     def report(self, k: int = 8) -> str:
         """The readable multi-line report (what ``str(result)`` prints)."""
         lines = ["fastcheck: " + self.summary()]
+        declared = self.accuracy_line()
+        if declared:
+            lines.append("  " + declared)
         blame = self._blame()
         if blame:
             lines.append("  " + blame)
@@ -364,6 +401,8 @@ class GradCheckResult:
             "kinks": self.n_kinks,
             "tiers": self.tiers.as_dict() if self.tiers else None,
             "detection_limit": _plain(self.detection_limit),
+            "accuracy": ({**self.accuracy.as_dict(), "outside": self._count(_S.WRONG)}
+                         if self.accuracy is not None else None),
             "parameters": [p.as_dict() for p in self.parameters],
             "worst": [c.as_dict() for c in self.worst(k)],
             "notes": list(self.notes),
@@ -386,19 +425,20 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray,
                   numerical: np.ndarray | None = None,
-                  analytic: np.ndarray | None = None) -> str:
+                  analytic: np.ndarray | None = None, declared: bool = False) -> str:
     """The corrected verdict of a set of components (_verdict note 5, _judge note 4).
 
     A confirmed wrong component whose own relative difference is in the "wrong"
     tier makes the verdict "wrong", whatever the global metric (the headline
     agrees with the components).  Unresolved components, or nothing left to
-    judge but kinks, make an otherwise passing verdict "unresolved".
+    judge but kinks, make an otherwise passing verdict "unresolved".  With a
+    declared accuracy (`declared`) every wrong component is outside it: "wrong".
     """
     tier = tier_of(rel, tiers)
     wrong_mask = status == _S.WRONG
     wrong = np.count_nonzero(wrong_mask | (status == _S.NONFINITE_GRAD))
     unverifiable = np.count_nonzero(status == _S.NONFINITE_LOSS)
-    if np.any(status == _S.NONFINITE_GRAD):
+    if np.any(status == _S.NONFINITE_GRAD) or (declared and wrong):
         return "wrong"
     if wrong and numerical is not None and analytic is not None:
         n, a = numerical[wrong_mask], analytic[wrong_mask]
@@ -434,6 +474,7 @@ def build_result(
     mode: str,
     notes: list[str] | None = None,
     extra: dict | None = None,
+    accuracy: Accuracy | None = None,
 ) -> GradCheckResult:
     """Assemble a :class:`GradCheckResult` from per-component findings.
 
@@ -447,15 +488,18 @@ def build_result(
         :class:`ComponentStatus` per component.
     tiers : Tiers
         Bounds for the verdict.
+    accuracy : Accuracy, optional
+        The declared accuracy: a wrong component then makes the verdict "wrong".
     """
     counted = (status == _S.OK) | (status == _S.WRONG)
     rel = relative_error(numerical[counted], analytic[counted])
-    verdict = _verdict_from(rel, tiers, status, numerical, analytic)
+    declared = accuracy is not None
+    verdict = _verdict_from(rel, tiers, status, numerical, analytic, declared)
     offsets = layout.offsets
     scores_holder = GradCheckResult(
         verdict, verdict in ("excellent", "ok"), rel, layout, numerical, analytic, noise,
         status, [], evaluations, seconds, eps, method, mode, tiers, list(notes or []),
-        dict(extra or {}))
+        dict(extra or {}), accuracy=accuracy)
     scores = scores_holder._scores()
     reports = []
     for p, (name, array) in enumerate(zip(layout.names, layout.arrays)):
@@ -468,7 +512,8 @@ def build_result(
         reports.append(ParameterReport(
             name=name, shape=tuple(array.shape), dtype=array.dtype.name,
             relative_error=prel,
-            verdict=(_verdict_from(prel, tiers, st, numerical[lo:hi], analytic[lo:hi])
+            verdict=(_verdict_from(prel, tiers, st, numerical[lo:hi], analytic[lo:hi],
+                                   declared)
                      if checked else "not checked"),
             size=hi - lo, checked=checked,
             wrong=int(np.count_nonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))),

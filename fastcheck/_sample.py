@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _kernel
+from fastcheck._accuracy import Accuracy
 from fastcheck._evaluate import METHODS, run_kernel
 from fastcheck._judge import (
     REFINE_LEVELS,
     Calibration,
     Noise,
+    accuracy_hint,
+    accuracy_notes,
     detection_limit,
     judge_components,
     limit_notes,
@@ -178,6 +181,7 @@ class PartialCheck:
     phases: dict = field(default_factory=dict)
     noise: Noise | None = None
     noise_option: str | float = "auto"   # check_grad's noise= (validated)
+    accuracy: Accuracy | None = None     # check_grad's rtol= / atol= (validated)
     judged: list = field(default_factory=list, repr=False)
     _x: np.ndarray | None = field(default=None, repr=False)
     _calibration: Calibration | None = field(default=None, repr=False)
@@ -246,7 +250,7 @@ class PartialCheck:
             self.noise if self.noise is not None else Noise(self.unit), self.tiers,
             refine=self.refine, threads=self.threads,
             calibrate=self.calibration() if self.noise_option != "model" else None,
-            affordable=affordable)
+            affordable=affordable, accuracy=self.accuracy)
         calibration = self.calibration()
         noise_spent = calibration.evaluations - self.phases.get("noise", 0)
         self.spend(noise_spent, "noise")
@@ -266,7 +270,9 @@ class PartialCheck:
                  for a in ("numerical", "err")]
         return limit_notes(self.layout, parts[0], self.analytic[flat], parts[1],
                            status[flat], self.tiers, self.noise or Noise(self.unit), None,
-                           flat=flat)
+                           flat=flat) + accuracy_notes(
+            self.layout, self.analytic[flat], parts[1], status[flat], self.accuracy,
+            flat=flat)
 
     def detection_limit(self, status: np.ndarray) -> float:
         """The judged components' detection limit (_judge note 4)."""
@@ -336,8 +342,13 @@ def run_sample(check: PartialCheck, options: ModeOptions, *, seed: int, seconds:
                "sampled": dict(zip(layout.names, map(int, options.k_per_block),
                                    strict=True)),
                "evaluations_by_phase": dict(check.phases),
-               **check.calibration().extra()})
+               **check.calibration().extra()}, accuracy=check.accuracy)
     result.detection_limit = check.detection_limit(status)
+    if check.accuracy is None and result.verdict == "suspicious":
+        hint = accuracy_hint(numerical_s, check.analytic[flat], noise_s, status_s,
+                             check.tiers.excellent)
+        if hint:
+            result.notes.append(hint)
     return result
 
 
@@ -347,7 +358,8 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
                 evaluations: int, seconds_per_eval: float, progress: Any,
                 warn_seconds: float | None, eps_text: str, notes: list[str],
                 started: float, executor: Any = None,
-                noise: str | float = "auto") -> GradCheckResult:
+                noise: str | float = "auto", accuracy: Accuracy | None = None
+                ) -> GradCheckResult:
     """Run mode="sample" or mode="directional" after check_grad's probes."""
     import time
 
@@ -359,7 +371,8 @@ def run_partial(options: ModeOptions, loss: Callable[[Any], Any], layout: ParamL
     if seed is None:
         seed = int(np.random.default_rng().integers(2**32))
     check = PartialCheck(loss, layout, analytic, center, unit, tiers, method, step, relative,
-                         refine, threads, evaluations, executor=executor, noise_option=noise)
+                         refine, threads, evaluations, executor=executor, noise_option=noise,
+                         accuracy=accuracy)
     check.phases["probes"] = evaluations
 
     def seconds() -> float:

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _check
+from fastcheck._accuracy import Accuracy, check_accuracy
 from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
 from fastcheck._executor import check_executor
 from fastcheck._judge import Noise, detection_limit, judge_two_steps
@@ -202,6 +203,8 @@ def check_vjp(
     progress: Callable[[int, int], Any] | None = None,
     executor: Any = None,
     noise: str | float = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check a hand-written vector-Jacobian product (a layer's backward pass).
 
@@ -224,8 +227,9 @@ def check_vjp(
         Random cotangents (>= 1).  Each costs one full gradient check.
     seed : int or None
         Seed of the cotangents (standard normal entries).
-    eps, method, mode, before_eval, refine, progress, executor, noise
-        As for :func:`fastcheck.check_grad`.
+    eps, method, mode, before_eval, refine, progress, executor, noise, rtol, atol
+        As for :func:`fastcheck.check_grad` (rtol / atol: the declared accuracy of
+        vjp(θ, u), component by component).
 
     Returns
     -------
@@ -246,6 +250,7 @@ def check_vjp(
     check_method(method, _check.CHECK_METHODS)
     check_eps(eps)
     check_noise_option(noise)
+    check_accuracy(rtol, atol)
     if mode not in _check.MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(_check.MODES)}")
     check_executor(executor, f)
@@ -279,7 +284,7 @@ def check_vjp(
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
             before_eval=before_eval, refine=refine, progress=report, executor=executor,
-            noise=noise))
+            noise=noise, rtol=rtol, atol=atol))
     how = "each a gradient check of J_u(θ) = ⟨u, f(θ)⟩ against vjp(θ, u)"
     return _combine(results, "check_vjp", "cotangents", seed, how,
                     "vjp" if mode == "full" else f"vjp, {mode}")
@@ -345,13 +350,15 @@ class _Directional:
 
 
 def _judge(y0: np.ndarray, ys: list[np.ndarray], h1: float, h2: float, g1: np.ndarray,
-           g2: np.ndarray, scale: np.ndarray, unit: float, tiers: Tiers
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           g2: np.ndarray, scale: np.ndarray, unit: float, tiers: Tiers,
+           accuracy: Accuracy | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Numerical value, noise and status per component from two steps (note c):
-    the one rule of :mod:`fastcheck._judge`, at its last level."""
+    the one rule of :mod:`fastcheck._judge`, at its last level (with the declared
+    accuracy, if any)."""
     delta = Noise(unit).delta(y0, *ys, scale)
+    allow = accuracy.allowance(g2) if accuracy is not None else 0.0
     return judge_two_steps(y0, h1, ys[0], ys[1], h2, ys[2], ys[3], g1, g2, delta,
-                           tiers.excellent)
+                           tiers.excellent, allow)
 
 
 def _tangent(layout: ParamLayout, rng: np.random.Generator, eps: float | None,
@@ -415,6 +422,8 @@ def check_jvp(
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check a hand-written Jacobian-vector product (forward-mode code).
 
@@ -446,6 +455,9 @@ def check_jvp(
         entries are scaled by ``max(1, |θ_i|)``).
     before_eval : callable, optional
         Called before every evaluation of f (e.g. to reset a random seed).
+    rtol, atol : float, optional
+        The declared accuracy of jvp(θ, v), output by output (as for
+        :func:`fastcheck.check_grad`).
 
     Returns
     -------
@@ -455,6 +467,7 @@ def check_jvp(
     _check_callable(jvp, "jvp", "jvp(params, tangent) -> array like f(params)")
     n_tangents = _check_count(n_tangents, "n_tangents")
     eps = check_eps(eps)
+    accuracy = check_accuracy(rtol, atol)
     layout = as_layout(params)
     started = time.perf_counter()
 
@@ -495,7 +508,7 @@ def check_jvp(
                          .astype(np.float64).ravel())
             ys = [p1.ravel(), m1.ravel(), p2.ravel(), m2.ravel()]
             scale = np.full(m, np.max(np.abs(y0)))
-            nu, no, st = _judge(y0, ys, h1, h2, g[0], g[1], scale, unit, tiers)
+            nu, no, st = _judge(y0, ys, h1, h2, g[0], g[1], scale, unit, tiers, accuracy)
             numerical.append(nu)
             noise.append(no)
             status.append(st)
@@ -507,7 +520,7 @@ def check_jvp(
             method="central", mode="jvp",
             notes=[f"rows are parameters, components are the {m} output(s) of f: "
                    "name[j] is output j of the directional derivative along a random "
-                   "tangent on that parameter"]))
+                   "tangent on that parameter"], accuracy=accuracy))
         run.calls, started = 0, time.perf_counter()
     results[0].evaluations += 1  # the first call of f, before `run` counted
     how = "each parameter's directional derivative of f against jvp(θ, v)"
@@ -529,6 +542,8 @@ def check_hvp(
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check a hand-written Hessian-vector product by differencing the gradient.
 
@@ -556,6 +571,9 @@ def check_hvp(
         As for :func:`check_jvp`.
     before_eval : callable, optional
         Called before every evaluation of grad.
+    rtol, atol : float, optional
+        The declared accuracy of hvp(θ, v), component by component (as for
+        :func:`fastcheck.check_grad`).
 
     Returns
     -------
@@ -565,6 +583,7 @@ def check_hvp(
     _check_callable(hvp, "hvp", "hvp(params, v) -> structure like params")
     n_vectors = _check_count(n_vectors, "n_vectors")
     eps = check_eps(eps)
+    accuracy = check_accuracy(rtol, atol)
     layout = as_layout(params)
     started = time.perf_counter()
 
@@ -603,13 +622,14 @@ def check_hvp(
                 raise type(exc)(f"{exc}. hvp(params, v) must return H·v in the structure "
                                 "of params") from None
         numerical, noise, status = _judge(g0, [p1, m1, p2, m2], h1, h2, g[0], g[1], scale,
-                                          unit, tiers)
+                                          unit, tiers, accuracy)
         results.append(build_result(
             layout, numerical, g[1], noise, status, tiers, evaluations=run.calls,
             seconds=time.perf_counter() - started, eps=eps_text, method="central",
             mode="hvp",
             notes=["components are the entries of H·v, named by the parameter they "
-                   "belong to (rows of the Hessian), for a random v over all parameters"]))
+                   "belong to (rows of the Hessian), for a random v over all parameters"],
+            accuracy=accuracy))
         run.calls, started = 0, time.perf_counter()
     results[0].evaluations += 1  # the first call of grad, before `run` counted
     how = "(∇J(θ + h v) − ∇J(θ − h v)) / 2h against hvp(θ, v)"

@@ -13,7 +13,9 @@ with the report as its message and a replay file written (see
   ``--gradcheck-points=3``, ``--gradcheck-save=failure|always|never``,
   ``--gradcheck-replay-dir=DIR``;
 * the marker ``@pytest.mark.gradcheck(budget=1.0, points=3, ...)`` on a test,
-  class or module (any check_grad keyword);
+  class or module (any check_grad keyword: ``rtol=1e-5`` declares the accuracy
+  of gradients approximate by design -- per test, not suite-wide, since it
+  belongs to the gradient);
 * the keywords of the call itself.
 
 A layer that sets ``mode``, ``k`` or ``max_evals`` drops a ``budget`` from the layers

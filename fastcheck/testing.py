@@ -31,7 +31,9 @@ def assert_grad_ok(
     loss, grad, params
         As for :func:`fastcheck.check_grad`.
     **kwargs
-        Passed on to :func:`fastcheck.check_grad` (eps, method, mode, ...).
+        Passed on to :func:`fastcheck.check_grad` (eps, method, mode, ...;
+        ``rtol=`` / ``atol=`` declare the accuracy of a gradient that is
+        approximate by design).
 
     Returns
     -------

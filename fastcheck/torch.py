@@ -89,6 +89,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("fastcheck.torch needs PyTorch: pip install 'fastcheck[torch]' "
                       "(or pip install torch)") from exc
 
+from fastcheck._accuracy import check_accuracy
 from fastcheck._check import CHECK_METHODS, check_grad
 from fastcheck._evaluate import check_eps, check_method
 from fastcheck._params import as_layout
@@ -158,6 +159,8 @@ def check_function(
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     progress: Callable[[int, int], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check a custom ``torch.autograd.Function`` (or any function of tensors).
 
@@ -183,8 +186,9 @@ def check_function(
         For a non-scalar output, the number of seeded random cotangents over all
         outputs (>= 1); a scalar output needs one.  With several outputs, one more
         cotangent per output is given alone (module note 4).
-    seed, eps, method, before_eval, refine, progress
-        As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad`.
+    seed, eps, method, before_eval, refine, progress, rtol, atol
+        As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad` (rtol /
+        atol: the declared accuracy of the backward, element by element).
 
     Returns
     -------
@@ -197,6 +201,7 @@ def check_function(
     n_cotangents = _check_count(n_cotangents, "n_cotangents")
     check_method(method, CHECK_METHODS)
     check_eps(eps)
+    check_accuracy(rtol, atol)
     checked = [i for i, a in enumerate(args) if torch.is_tensor(a) and a.requires_grad]
     if not checked:
         raise ValueError("no argument is a tensor with requires_grad=True: mark the "
@@ -218,7 +223,7 @@ def check_function(
                 _Forward(fn, args, inputs, spec, which, dtype), backward, inputs.params,
                 n_cotangents=count, seed=seed, eps=eps, method=method,
                 before_eval=before_eval, refine=refine,
-                progress=_stage_progress(progress, done, count, units))
+                progress=_stage_progress(progress, done, count, units), rtol=rtol, atol=atol)
             _note_unused(result, backward, label)
             stages.append((label, result))
             done += count
@@ -347,7 +352,8 @@ def _expand(result: GradCheckResult, inputs: Inputs) -> None:
     rebuilt = build_result(full, numerical, analytic, noise, status,
                            result.tiers or tiers_for(np.dtype(np.float64)),
                            evaluations=result.evaluations, seconds=result.seconds,
-                           eps=result.eps, method=result.method, mode=result.mode)
+                           eps=result.eps, method=result.method, mode=result.mode,
+                           accuracy=result.accuracy)
     result.layout, result.parameters = full, rebuilt.parameters
     result.numerical_flat, result.analytic_flat = numerical, analytic
     result.noise_flat, result.status = noise, status
@@ -380,6 +386,8 @@ def check_module(
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
     progress: Callable[[int, int], Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> GradCheckResult:
     """Check the gradient of an ``nn.Module``'s parameters, by name.
 
@@ -400,7 +408,7 @@ def check_module(
         Passed as ``module(*inputs)``.
     loss_fn : callable
         ``loss_fn(output) -> scalar tensor``, e.g. ``lambda out: F.mse_loss(out, y)``.
-    eps, method, before_eval, refine, progress
+    eps, method, before_eval, refine, progress, rtol, atol
         As for :func:`fastcheck.check_grad`.
 
     Returns
@@ -413,6 +421,7 @@ def check_module(
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable as loss_fn(output) -> scalar tensor, "
                         f"got {type(loss_fn).__name__}")
+    check_accuracy(rtol, atol)
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     if not named:
@@ -446,7 +455,8 @@ def check_module(
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         result = check_grad(loss, grad, views, eps=eps, method=method,
-                            before_eval=before_eval, refine=refine, progress=progress)
+                            before_eval=before_eval, refine=refine, progress=progress,
+                            rtol=rtol, atol=atol)
     finally:
         with torch.no_grad():
             for b, saved in buffers:

@@ -199,3 +199,25 @@ def test_plain():
     result.assert_outcomes(passed=1)
     help_text = pytester.runpytest_subprocess(*PLUGIN, "--help")
     help_text.stdout.fnmatch_lines(["*--gradcheck-budget=SECONDS*"])
+
+
+def test_a_declared_accuracy_passes_through_the_marker_and_the_call(pytester):
+    # issue 15: rtol= / atol= are check_grad keywords like any other.
+    result = run(pytester, '''
+def approx_grad(p):
+    return 3 * p**2 * (1 + 3e-6 * np.cos(p))
+
+@pytest.mark.gradcheck(rtol=1e-5)
+def test_marker(gradcheck):
+    r = gradcheck(loss, approx_grad, THETA.copy())
+    assert r.accuracy.rtol == 1e-5 and r.passed
+
+def test_call(gradcheck):
+    assert gradcheck(loss, approx_grad, THETA.copy(), atol=1e-4).passed
+
+@pytest.mark.gradcheck(rtol=1e-5)
+def test_a_bug_beyond_it_still_fails(gradcheck):
+    gradcheck(loss, buggy_grad, THETA.copy())
+''')
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*declared accuracy rtol=1e-5: 1 of 3 components outside*"])
