@@ -32,8 +32,9 @@ Numbered notes (the code refers to them):
    loss of O(1) scale.  When J takes the same value at every point (a quantised
    or piecewise-constant loss), or the table is smooth (no sign change: the
    noise is below what 8 points resolve), the spacing is multiplied by WIDEN
-   once and the table measured again: 8 or 16 evaluations in all.  A table that
-   never looks like noise still bounds it: sigma <= min_k sigma_k ("bounded").
+   once and the table measured again: 8 or 16 evaluations (8 more when noise
+   was found, note 8).  A table that never looks like noise still bounds it:
+   sigma <= min_k sigma_k ("bounded").
 5. What is returned.  delta = NOISE_BOUND * sigma, a bound on the error of one
    evaluation (noise is about normal for rounding; 3 sigma covers 99.7 %), or
    NaN when the table shows no noise ("smooth": below what it resolves) or J did
