@@ -220,7 +220,7 @@ def run_serial(
                 "method='complex' needs a loss that computes with complex numbers; a C "
                 "loss takes real double / float parameters. Use method='central' (or "
                 "'central4') with a C loss, or a Python loss for complex step")
-        c_loss.bind(layout, threads)  # validate before any evaluation
+        # (c_loss.run validates theta and threads before its first evaluation)
     if relative is None:
         relative = eps is None
     evals = m.evals if with_center else m.evals & ~_C
@@ -230,13 +230,16 @@ def run_serial(
         imag, relative = True, False  # the imaginary parts start at 0: absolute step
     n_all = layout.size
     count = n_all if indices is None else len(indices)
-    out = {key: (np.empty(count) if m.evals & flag else None)
-           for key, flag in (("plus", _P), ("minus", _M), ("plus2", _P2), ("minus2", _M2))}
-    step = np.empty(count)
-    center = None
-    calls = 0
     started = time.perf_counter()
     groups = target_layout.kernel_groups()
+    # One group (one dtype): the kernel's own arrays are the result.  Several: each
+    # run fills its components' places in arrays allocated here.
+    single = len(groups) == 1
+    out = {key: (np.empty(count) if m.evals & flag and not single else None)
+           for key, flag in (("plus", _P), ("minus", _M), ("plus2", _P2), ("minus2", _M2))}
+    step = None if single else np.empty(count)
+    center = None
+    calls = 0
     done_before = 0
     for g, group in enumerate(groups):
         if len(groups) == 1:
@@ -271,10 +274,14 @@ def run_serial(
         calls += raw["calls"]
         if raw["center"] is not None:
             center = raw["center"]
-        for key in out:
-            if out[key] is not None:
-                out[key][where] = raw[key]
-        step[where] = raw["step"]
+        if single:
+            out = {key: raw[key] for key in out}
+            step = raw["step"]
+        else:
+            for key in out:
+                if out[key] is not None:
+                    out[key][where] = raw[key]
+            step[where] = raw["step"]
         done_before += len(raw["step"])
     return RawEvaluations(
         method=m, indices=None if indices is None else np.asarray(indices, dtype=np.intp),
