@@ -21,16 +21,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from lowlevel_support import losses, quad_grad, requires_cc, sample_theta
+from lowlevel_support import quad_grad, requires_cc, sample_theta
 
 import fastcheck
 
 HANG = 60  # seconds: far beyond any case here, short of a CI timeout
-
-
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    return losses(tmp_path_factory)
 
 
 # -------------------------------------------------- 1. memory pressure, threads
