@@ -6,9 +6,12 @@
 
 Every differentiable OpInfo of ``torch.testing._internal.common_methods_invocations
 .op_db`` (float64 sample inputs on the CPU, recomposed as PyTorch's own gradient
-tests do; tests/opdb_cases.py): up to two samples per op as they are, and one with
-a planted backward bug (one gradient element ×1.01, ×1.1, sign-flipped or dropped,
-at the element with the largest gradient).  Each case is checked by
+tests do; tests/opdb_cases.py): up to two samples per op as they are, and two with
+a planted backward bug (one gradient element ×1.01, ×1.1, sign-flipped or dropped):
+one at the element with the largest gradient, one at the element with the
+smallest gradient that a difference can still resolve (|g_i| max(1, |x_i|) above
+1e-6 of the outputs' scale; ids end in "-small"), where a tiny derivative could
+hide the bug (issue 16 item 2).  Each case is checked by
 fastcheck.torch.check_function (defaults), gradcheck (slow mode, the default) and
 gradcheck(fast_mode=True), all with raise_exception=False and op's nondet_tol.
 
@@ -51,7 +54,7 @@ def run_case(case: oc.Case) -> dict:
             "gradcheck": oc.run_gradcheck(case, fast=False),
             "gradcheck fast": oc.run_gradcheck(case, fast=True)}
     return {"id": case.id, "op": case.op, "bug": case.bug, "where": case.where,
-            "out_size": case.out_size, "mark": case.mark,
+            "out_size": case.out_size, "mark": case.mark, "small": case.small,
             **{tool: {**run, "outcome": oc.outcome(case, run)} for tool, run in runs.items()}}
 
 
@@ -60,7 +63,7 @@ def collect(stride: int, progress: bool) -> tuple[list[dict], int]:
     rows = []
     for i in range(0, len(ops), stride):
         try:
-            cases = oc.op_cases(ops[i], i)
+            cases = oc.op_cases(ops[i], i, small=True)
         except Exception as exc:  # an op whose samples cannot be made: say so, go on
             print(f"  {ops[i].name}: no cases ({type(exc).__name__}: {exc})"[:200])
             continue
@@ -90,9 +93,20 @@ def judge_item(row: dict) -> str:
         return "item 1 (one-element output)"
     if outcome == "false positive" and row["op"].startswith("special.ndtr"):
         return "item 6 (ndtr tail)"
+    if outcome == "false negative" and row.get("small"):
+        return "item 2 (bug at the smallest gradient)"
     if outcome == "false negative":
         return "item 2? (small derivative)"
     return "other"
+
+
+def small_line(bugged: list[dict]) -> str:
+    """The bugs planted at the smallest resolvable gradient, caught per checker."""
+    small = [r for r in bugged if r.get("small")]
+    caught = ", ".join(f"{tool} {sum(r[tool]['outcome'] == 'right' for r in small)}"
+                       for tool in TOOLS)
+    return (f"Of the {len(bugged)} planted bugs, {len(small)} sit at the element with the "
+            f"smallest resolvable gradient; caught: {caught}.")
 
 
 def report(rows: list[dict], n_ops: int, seconds: float) -> str:
@@ -105,7 +119,8 @@ def report(rows: list[dict], n_ops: int, seconds: float) -> str:
            f"({len(bugged)} with a planted bug); {n_ops} differentiable ops visited; "
            f"{seconds:.0f} s in all.", "", table(plain), "",
            f"fastcheck names the planted element among its 5 worst components in "
-           f"{len(named)} of the {len(caught)} bugged cases it fails.", ""]
+           f"{len(named)} of the {len(caught)} bugged cases it fails.", "",
+           small_line(bugged), ""]
     wrong = [r for r in plain if r["fastcheck"]["outcome"] != "right"]
     by_item = collections.defaultdict(list)
     for r in wrong:

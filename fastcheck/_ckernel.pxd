@@ -1,8 +1,8 @@
-# Declarations of csrc/fastcheck.h for Cython.  Internal: the bridge in
-# _kernel.pyx cimports it.  (Other extensions reach the kernel through the C API
-# capsule instead -- fastcheck/capi.pxd, fastcheck/include/fastcheck_capi.h --
-# since linking against a Python extension module's symbols does not work
-# portably.)
+# The one Cython declaration of csrc/fastcheck.h: its types, constants and entry
+# points.  The bridge (_kernel.pyx) cimports it and links the kernel in; the public
+# fastcheck/capi.pxd cimports it too, and there fastcheck_capi.h turns each entry
+# point's name into a call through the C API table (other extensions cannot link
+# against a Python extension module's symbols portably).
 
 cdef extern from "fastcheck.h":
     # Types first, outside `nogil`: a loss or hook written in Cython may need the

@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _kernel
-from fastcheck._evaluate import METHODS, RawEvaluations, run_kernel
 from fastcheck._lowlevel import is_c_loss
 from fastcheck._params import ParamLayout
+from fastcheck._raw import METHODS, RawEvaluations, run_serial
 
 __all__ = ["check_executor", "default_shards", "run_sharded"]
 
@@ -210,7 +210,7 @@ def _shard_task(token: str, payload: bytes, method: str, eps: float | None,
     loss, layout = _private_copy(token, payload)
     snapshot = layout.snapshot()
     try:
-        raw = run_kernel(loss, layout, method, eps=eps, relative=relative, indices=indices,
+        raw = run_serial(loss, layout, method, eps=eps, relative=relative, indices=indices,
                          eps_each=eps_each, with_center=with_center)
     except BaseException as exc:
         _forget(token)

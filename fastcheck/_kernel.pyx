@@ -33,7 +33,7 @@ Design notes:
    (taking the GIL for it) gets that exception re-raised unchanged.
 8. ``_C_API`` is the capsule other extensions import through fastcheck_capi.h: a
    versioned table of the kernel's entry points (see that header), with a ready
-   Ctrl-C hook (``fc_py_check_signals``) for their runs.
+   Ctrl-C hook (``fc_check_signals``) for their runs.
 9. Statuses other than success and a failing callback become exceptions here, in
    one place (``_raise_for_status``): FC_ERR_INVALID a ValueError with the kernel's
    own reason (``fc_validate_*``), FC_ERR_NOMEM a MemoryError naming threads,
@@ -212,13 +212,20 @@ cdef int _call_python_loss(void *ctx, double *value) noexcept:
     return 0
 
 
-cdef int _python_loss_f64(const fc_block_f64 *blocks, fc_index nblocks,
-                          double *value, void *ctx) noexcept:
-    return _call_python_loss(ctx, value)
+# The kernel's block type of each element type: every adapter below, and the set-up
+# of a run (`_run_kernel`), is written once over it and specialised by Cython.
+ctypedef fused block_t:
+    fc_block_f64
+    fc_block_f32
+
+# ... and their element types (a block_t's `data` is a `real *`).
+ctypedef fused real:
+    double
+    float
 
 
-cdef int _python_loss_f32(const fc_block_f32 *blocks, fc_index nblocks,
-                          double *value, void *ctx) noexcept:
+cdef int _python_loss(const block_t *blocks, fc_index nblocks, double *value,
+                      void *ctx) noexcept:
     return _call_python_loss(ctx, value)
 
 
@@ -325,6 +332,34 @@ cdef int _raise_for_status(int status, const char *problem, int threads, Py_ssiz
     return 0
 
 
+cdef inline void _point(real **data, size_t address) noexcept nogil:
+    """Set a block's data pointer to `address`, as a pointer to its element type."""
+    data[0] = <real *>address
+
+
+cdef int _run_python_blocks(const block_t *element_type,
+                            const Py_ssize_t[:, ::1] blocks, _CallContext ctx,
+                            const fc_options *opt, fc_result *res,
+                            const char **problem) except? -1:
+    """The kernel run of :func:`evaluate`: the rows of `blocks` as C structs (freed
+    on every path), then one run with the Python-loss adapter (GIL held).
+    `element_type` is NULL: its pointer type only selects the specialisation."""
+    cdef Py_ssize_t nblocks = blocks.shape[0], k
+    cdef block_t *table = <block_t *>malloc(sizeof(block_t) * (nblocks if nblocks > 0 else 1))
+    cdef int status
+    if table == NULL:
+        raise MemoryError()
+    for k in range(nblocks):
+        _point(&table[k].data, <size_t>blocks[k, 0])
+        table[k].size = blocks[k, 1]
+        table[k].stride = blocks[k, 2]
+    try:
+        status = _run_kernel(table, nblocks, _PYTHON_LOSS, <void *>ctx, opt, res, problem)
+    finally:
+        free(table)
+    return status
+
+
 def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned evals,
              double eps, bint relative, eps_each=None, indices=None,
              Py_ssize_t hook_every=0, progress=None, bint imag=False, int threads=1):
@@ -369,7 +404,6 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     cdef fc_options opt
     cdef fc_result res
     cdef _CallContext ctx = _CallContext(loss, params, progress, imag)
-    cdef void *table = NULL
     cdef double center = 0.0
     cdef int status
     cdef const char *problem = NULL
@@ -399,37 +433,9 @@ def evaluate(loss, params, const Py_ssize_t[:, ::1] blocks, str dtype, unsigned 
     out = _new_outputs(evals, count, &res, &center)
 
     if dtype == "float64":
-        table = malloc(sizeof(fc_block_f64) * (nblocks if nblocks > 0 else 1))
-        if table == NULL:
-            raise MemoryError()
-        for k in range(nblocks):
-            (<fc_block_f64 *>table)[k].data = <double *>blocks[k, 0]
-            (<fc_block_f64 *>table)[k].size = blocks[k, 1]
-            (<fc_block_f64 *>table)[k].stride = blocks[k, 2]
-        try:
-            status = fc_evaluate_f64(<fc_block_f64 *>table, nblocks, _python_loss_f64,
-                                     <void *>ctx, &opt, &res)
-            if status == FC_ERR_INVALID:
-                problem = fc_validate_f64(<fc_block_f64 *>table, nblocks, _python_loss_f64,
-                                          &opt, &res)
-        finally:
-            free(table)
+        status = _run_python_blocks(<fc_block_f64 *>NULL, blocks, ctx, &opt, &res, &problem)
     else:
-        table = malloc(sizeof(fc_block_f32) * (nblocks if nblocks > 0 else 1))
-        if table == NULL:
-            raise MemoryError()
-        for k in range(nblocks):
-            (<fc_block_f32 *>table)[k].data = <float *>blocks[k, 0]
-            (<fc_block_f32 *>table)[k].size = blocks[k, 1]
-            (<fc_block_f32 *>table)[k].stride = blocks[k, 2]
-        try:
-            status = fc_evaluate_f32(<fc_block_f32 *>table, nblocks, _python_loss_f32,
-                                     <void *>ctx, &opt, &res)
-            if status == FC_ERR_INVALID:
-                problem = fc_validate_f32(<fc_block_f32 *>table, nblocks, _python_loss_f32,
-                                          &opt, &res)
-        finally:
-            free(table)
+        status = _run_python_blocks(<fc_block_f32 *>NULL, blocks, ctx, &opt, &res, &problem)
 
     if ctx.error is not None:
         error, ctx.error = ctx.error, None
@@ -471,50 +477,85 @@ cdef extern from *:
     double fc_py_monotonic() noexcept nogil
 
 
-C_STATUS = 0  # int loss(T *theta, npy_intp n, double *out, void *user_data)
-C_VALUE = 1   # double loss(T *theta, npy_intp n, void *user_data)
+cdef enum:
+    C_STATUS_KIND = 0  # int loss(T *theta, npy_intp n, double *out, void *user_data)
+    C_VALUE_KIND = 1   # double loss(T *theta, npy_intp n, void *user_data)
 
-ctypedef int (*_status_f64_fn)(double *, fc_index, double *, void *) noexcept nogil
-ctypedef double (*_value_f64_fn)(double *, fc_index, void *) noexcept nogil
-ctypedef int (*_status_f32_fn)(float *, fc_index, double *, void *) noexcept nogil
-ctypedef double (*_value_f32_fn)(float *, fc_index, void *) noexcept nogil
-ctypedef int (*_adapter_f64)(const fc_block_f64 *, fc_index, double *, void *) noexcept nogil
-ctypedef int (*_adapter_f32)(const fc_block_f32 *, fc_index, double *, void *) noexcept nogil
-
+C_STATUS = C_STATUS_KIND
+C_VALUE = C_VALUE_KIND
 
 cdef struct _CCall:
     void *function
     void *user_data
 
 
-cdef int _c_status_f64(const fc_block_f64 *blocks, fc_index nblocks, double *value,
-                       void *ctx) noexcept nogil:
-    cdef _CCall *call = <_CCall *>ctx
-    return (<_status_f64_fn>call.function)(blocks[0].data, blocks[0].size, value,
-                                           call.user_data)
+cdef inline int _call_status(real *theta, fc_index n, double *value,
+                             _CCall *call) noexcept nogil:
+    """``int f(T *, npy_intp, double *, void *)`` (C_STATUS)."""
+    return (<int (*)(real *, fc_index, double *, void *) noexcept nogil>call.function)(
+        theta, n, value, call.user_data)
 
 
-cdef int _c_value_f64(const fc_block_f64 *blocks, fc_index nblocks, double *value,
-                      void *ctx) noexcept nogil:
-    cdef _CCall *call = <_CCall *>ctx
-    value[0] = (<_value_f64_fn>call.function)(blocks[0].data, blocks[0].size,
-                                              call.user_data)
+cdef inline double _call_value(real *theta, fc_index n, _CCall *call) noexcept nogil:
+    """``double f(T *, npy_intp, void *)`` (C_VALUE)."""
+    return (<double (*)(real *, fc_index, void *) noexcept nogil>call.function)(
+        theta, n, call.user_data)
+
+
+cdef int _c_status(const block_t *blocks, fc_index nblocks, double *value,
+                   void *ctx) noexcept nogil:
+    return _call_status(blocks[0].data, blocks[0].size, value, <_CCall *>ctx)
+
+
+cdef int _c_value(const block_t *blocks, fc_index nblocks, double *value,
+                  void *ctx) noexcept nogil:
+    value[0] = _call_value(blocks[0].data, blocks[0].size, <_CCall *>ctx)
     return 0
 
 
-cdef int _c_status_f32(const fc_block_f32 *blocks, fc_index nblocks, double *value,
-                       void *ctx) noexcept nogil:
-    cdef _CCall *call = <_CCall *>ctx
-    return (<_status_f32_fn>call.function)(blocks[0].data, blocks[0].size, value,
-                                           call.user_data)
+# Which adapter a run calls: the C-loss kinds C_STATUS / C_VALUE, or a Python loss.
+cdef int _PYTHON_LOSS = -1
 
 
-cdef int _c_value_f32(const fc_block_f32 *blocks, fc_index nblocks, double *value,
-                      void *ctx) noexcept nogil:
-    cdef _CCall *call = <_CCall *>ctx
-    value[0] = (<_value_f32_fn>call.function)(blocks[0].data, blocks[0].size,
-                                              call.user_data)
-    return 0
+cdef int _run_kernel(const block_t *blocks, fc_index nblocks, int kind, void *ctx,
+                     const fc_options *opt, fc_result *res,
+                     const char **problem) noexcept nogil:
+    """One kernel run over `blocks` with the adapter of `kind`; on FC_ERR_INVALID,
+    *problem says why.  The one place that names each dtype's entry points."""
+    # Not `nogil`: the type must also hold the Python-loss adapter, which needs the
+    # GIL (the caller holds it then); the kernel only passes the pointer on.
+    cdef int (*loss)(const block_t *, fc_index, double *, void *) noexcept
+    cdef int status
+    if kind == C_STATUS_KIND:
+        loss = _c_status[block_t]
+    elif kind == C_VALUE_KIND:
+        loss = _c_value[block_t]
+    else:
+        loss = _python_loss
+    if block_t is fc_block_f64:
+        status = fc_evaluate_f64(blocks, nblocks, loss, ctx, opt, res)
+        if status == FC_ERR_INVALID:
+            problem[0] = fc_validate_f64(blocks, nblocks, loss, opt, res)
+    else:
+        status = fc_evaluate_f32(blocks, nblocks, loss, ctx, opt, res)
+        if status == FC_ERR_INVALID:
+            problem[0] = fc_validate_f32(blocks, nblocks, loss, opt, res)
+    return status
+
+
+cdef block_t *_one_block(block_t *block, size_t address, Py_ssize_t size) noexcept nogil:
+    """`block` set to `size` contiguous elements at `address` (a C loss's theta)."""
+    _point(&block.data, address)
+    block.size = size
+    block.stride = 1
+    return block
+
+
+cdef int _call_once(block_t *block, int kind, _CCall *call, double *value) noexcept nogil:
+    """J(theta) of a C loss, once."""
+    if kind == C_STATUS_KIND:
+        return _c_status(block, 1, value, call)
+    return _c_value(block, 1, value, call)
 
 
 # Seconds between two visits of the hook to the interpreter (Ctrl-C, progress).
@@ -644,8 +685,7 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     cdef _CCall call
     cdef fc_block_f64 block64
     cdef fc_block_f32 block32
-    cdef fc_loss_f64 loss64
-    cdef fc_loss_f32 loss32
+    cdef bint dtype_is_f64 = dtype == "float64"
     cdef fc_options opt
     cdef fc_result res
     cdef _HookState state
@@ -685,24 +725,13 @@ def evaluate_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype,
     state.visits = 0
     state.owner = <PyObject *>owner
 
-    if dtype == "float64":
-        block64.data = <double *>address
-        block64.size = size
-        block64.stride = 1
-        loss64 = _c_status_f64 if kind == C_STATUS else _c_value_f64
-        with nogil:
-            status = fc_evaluate_f64(&block64, 1, loss64, <void *>&call, &opt, &res)
-            if status == FC_ERR_INVALID:
-                problem = fc_validate_f64(&block64, 1, loss64, &opt, &res)
-    else:
-        block32.data = <float *>address
-        block32.size = size
-        block32.stride = 1
-        loss32 = _c_status_f32 if kind == C_STATUS else _c_value_f32
-        with nogil:
-            status = fc_evaluate_f32(&block32, 1, loss32, <void *>&call, &opt, &res)
-            if status == FC_ERR_INVALID:
-                problem = fc_validate_f32(&block32, 1, loss32, &opt, &res)
+    with nogil:
+        if dtype_is_f64:
+            status = _run_kernel(_one_block(&block64, address, size), 1, kind, &call,
+                                 &opt, &res, &problem)
+        else:
+            status = _run_kernel(_one_block(&block32, address, size), 1, kind, &call,
+                                 &opt, &res, &problem)
 
     _raise_pending()
     if owner.error is not None:
@@ -735,8 +764,7 @@ def call_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype):
     cdef _CCall call
     cdef fc_block_f64 block64
     cdef fc_block_f32 block32
-    cdef _adapter_f64 loss64
-    cdef _adapter_f32 loss32
+    cdef bint dtype_is_f64 = dtype == "float64"
     cdef double value = 0.0
     cdef int status
     if dtype not in ("float64", "float32"):
@@ -746,20 +774,11 @@ def call_c(capsule, int kind, size_t address, Py_ssize_t size, str dtype):
     if address == 0 or size < 1:
         raise ValueError("theta must be a non-empty array")
     _unpack_capsule(capsule, &call)
-    if dtype == "float64":
-        block64.data = <double *>address
-        block64.size = size
-        block64.stride = 1
-        loss64 = _c_status_f64 if kind == C_STATUS else _c_value_f64
-        with nogil:
-            status = loss64(&block64, 1, &value, <void *>&call)
-    else:
-        block32.data = <float *>address
-        block32.size = size
-        block32.stride = 1
-        loss32 = _c_status_f32 if kind == C_STATUS else _c_value_f32
-        with nogil:
-            status = loss32(&block32, 1, &value, <void *>&call)
+    with nogil:
+        if dtype_is_f64:
+            status = _call_once(_one_block(&block64, address, size), kind, &call, &value)
+        else:
+            status = _call_once(_one_block(&block32, address, size), kind, &call, &value)
     _raise_pending()
     return status, value
 
@@ -772,7 +791,7 @@ cdef extern from *:
     #define FASTCHECK_CAPI_PROVIDER 1
     #include "fastcheck_capi.h"
     /* The ready Ctrl-C hook of the C API (fastcheck_capi.h, note 7). */
-    static int fc_py_check_signals(fc_index done, fc_index total, void *ctx)
+    static int fc_check_signals(fc_index done, fc_index total, void *ctx)
     {
         PyGILState_STATE gil;
         int stop;
@@ -784,21 +803,8 @@ cdef extern from *:
         PyGILState_Release(gil);
         return stop;
     }
-    static fastcheck_capi fc_capi_table = {
-        FASTCHECK_CAPI_VERSION,
-        sizeof(fastcheck_capi),
-        fc_evaluate_f64,
-        fc_evaluate_f32,
-        fc_options_init,
-        fc_status_message,
-        fc_threads_available,
-        fc_total_size_f64,
-        fc_total_size_f32,
-        fc_result_init,
-        fc_validate_f64,
-        fc_validate_f32,
-        fc_py_check_signals
-    };
+    /* Every entry `name` of FASTCHECK_CAPI_ENTRIES set to fc_name, by name. */
+    static fastcheck_capi fc_capi_table = FASTCHECK_CAPI_TABLE_INITIALIZER;
     """
     void *_capi_table_address "((void *)&fc_capi_table)"
     const char *_CAPI_CAPSULE_NAME "FASTCHECK_CAPI_CAPSULE"

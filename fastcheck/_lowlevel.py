@@ -218,7 +218,7 @@ class CLoss:
     Calling a CLoss, ``loss(theta)``, evaluates it once and returns J(theta).
     """
 
-    __slots__ = ("_capsule", "_keep", "callable", "dtype", "kind", "signature",
+    __slots__ = ("_capsule", "_dtype_name", "_keep", "callable", "dtype", "kind", "signature",
                  "thread_safe")
 
     def __init__(self, function: Any, user_data: Any = None, *, signature: str | None = None,
@@ -261,6 +261,7 @@ class CLoss:
         self._keep = keep
         self.signature = canonical
         self.dtype, self.kind = SIGNATURES[canonical]
+        self._dtype_name = self.dtype.name  # (numpy computes .name on each access)
         self.thread_safe = bool(thread_safe)
 
     def __repr__(self) -> str:
@@ -318,7 +319,7 @@ class CLoss:
         address, size = self.bind(as_layout(params))
         with _callback_errors():
             status, value = _kernel.call_c(self._capsule, self.kind, address, size,
-                                           self.dtype.name)
+                                           self._dtype_name)
         if status != 0:
             raise LossError(f"the C loss returned status {status} at theta", status)
         return value
@@ -331,7 +332,7 @@ class CLoss:
         address, size = self.bind(layout, threads)
         with _callback_errors():
             raw = _kernel.evaluate_c(
-                self._capsule, self.kind, address, size, self.dtype.name, evals, eps,
+                self._capsule, self.kind, address, size, self._dtype_name, evals, eps,
                 relative, eps_each=eps_each, indices=indices, progress=progress,
                 threads=threads)
         if raw["status"] != 0:

@@ -32,8 +32,9 @@ Numbered notes (the code refers to them):
    loss of O(1) scale.  When J takes the same value at every point (a quantised
    or piecewise-constant loss), or the table is smooth (no sign change: the
    noise is below what 8 points resolve), the spacing is multiplied by WIDEN
-   once and the table measured again: 8 or 16 evaluations in all.  A table that
-   never looks like noise still bounds it: sigma <= min_k sigma_k ("bounded").
+   once and the table measured again: 8 or 16 evaluations (8 more when noise
+   was found, note 8).  A table that never looks like noise still bounds it:
+   sigma <= min_k sigma_k ("bounded").
 5. What is returned.  delta = NOISE_BOUND * sigma, a bound on the error of one
    evaluation (noise is about normal for rounding; 3 sigma covers 99.7 %), or
    NaN when the table shows no noise ("smooth": below what it resolves) or J did
@@ -47,7 +48,18 @@ Numbered notes (the code refers to them):
    rounding noise keeps its size (the inner values still move by several of
    their ulps), a feature's differences shrink like (s / CONFIRM)**k.  When
    sigma falls by more than AGREE, the estimate is rejected ("feature") and the
-   model stays.  It costs 8 evaluations, only when the noise exceeds the model.
+   model stays.
+8. Aliasing.  A loss whose result is rounded to a quantum far coarser than its
+   own ulp (torch.special.ndtr in its lower tail is (1 + erf(x / sqrt 2)) / 2,
+   rounded to 2**-54 absolute while its value is 1e-7) has a rounding error
+   that is a sawtooth of the smooth value.  When the smooth change per table
+   step is close to a whole number of quanta, the eight errors line up on a
+   smooth curve and the table reads a noise a million times too small (then a
+   correct derivative is called suspicious from the slope of one tooth).  So
+   every measured table is measured again at s / CONFIRM, which does not line
+   up with the first: when it finds noise AGREE times larger, that is the
+   noise (the smooth part only shrinks with the spacing: a larger reading at
+   the smaller spacing cannot be it).  8 more evaluations per measurement.
 """
 
 from __future__ import annotations
@@ -90,7 +102,7 @@ class NoiseEstimate:
     order : int
         The difference order the estimate came from (0 when none).
     evaluations : int
-        Loss evaluations spent (8 or 16).
+        Loss evaluations spent (8 to 24).
     spacing : float
         The last relative spacing s used.
     status : str
@@ -197,7 +209,8 @@ def measure_noise(loss: Callable[[Any], Any], layout: ParamLayout, *, seed: int 
     Writes theta + t s v into the caller's arrays, evaluates, and restores them
     bit for bit on every exit (also on exceptions).  Costs TABLE_POINTS (8)
     evaluations, twice that when the first table shows nothing (note 4), and 8
-    more to confirm a noise above `model_delta` (note 7).
+    more to confirm a measured noise (notes 7, 8): 8 to 24 in all.  A noise
+    above `model_delta` that shrinks with the spacing is a feature (note 7).
     """
     x = layout.values()
     snapshot = layout.snapshot()
@@ -220,13 +233,17 @@ def measure_noise(loss: Callable[[Any], Any], layout: ParamLayout, *, seed: int 
             if status == "measured" or attempt == 1:
                 break
             spacing *= WIDEN
-        if status == "measured" and NOISE_BOUND * sigma > model_delta:
-            # Note 7: noise stays when the spacing shrinks, a feature does not.
+        if status == "measured":
+            # Notes 7 and 8: noise keeps its size when the spacing shrinks, a
+            # feature does not; and the first table may have missed the noise.
             step = _direction(layout, x, np.random.default_rng([seed, attempt]),
                               spacing / CONFIRM)
             again, _, status_again = noise_from_table(_table(counted, layout, x, step))
-            if status_again != "constant" and again < sigma / AGREE:
+            if (status_again != "constant" and again < sigma / AGREE
+                    and NOISE_BOUND * sigma > model_delta):
                 status = "feature"
+            elif status_again == "measured" and again > AGREE * sigma:
+                sigma = again
     finally:
         layout.restore(snapshot)
     delta = NOISE_BOUND * sigma if status in ("measured", "bounded") else math.nan

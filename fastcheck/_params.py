@@ -4,8 +4,8 @@ A user's parameters are an ndarray, or a dict / list / tuple of ndarrays (W1, b1
 ...).  fastcheck never copies them: the kernel perturbs each component where it
 lives.  A :class:`ParamLayout` validates the object once, names every component
 (``W2[3, 1]``), concatenates the arrays in order into the flat index space of the
-metric (the DESIGN's theta), and describes each array to the kernel as blocks of
-(address, length, stride).
+metric (the theta of docs/design.md), and describes each array to the kernel as
+blocks of (address, length, stride).
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ class Inputs:
             return None
         shown = ", ".join(f"{n} = {v:g}" for n, v in found[:_SHOWN])
         more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
-        return (f"{len(found)} input element(s) not finite, left out of the check (a step "
+        return (f"{len(found)} element(s) not finite, left out of the check (a step "
                 f"from inf or NaN is not a number): {shown}{more}")
 
 

@@ -6,8 +6,8 @@ kink probe); fastcheck._noise measures the noise that note 2 only models.
 
 Numbered notes (the code refers to them):
 
-1. Tiers.  The reference table for float64 is 1e-7 / 1e-5 / 1e-3.  Those
-   bounds are u**(7/16), u**(5/16) and u**(3/16) for u = 2**-53, the unit roundoff
+1. Tiers.  The reference table (docs/design.md, "Facts") for float64 is 1e-7 / 1e-5 /
+   1e-3.  Those bounds are u**(7/16), u**(5/16) and u**(3/16) for u = 2**-53, the unit roundoff
    of float64, to within 5 %.  The same exponents give the bounds for any dtype:
    float32 (u = 2**-24) gets 6.9e-4 / 5.5e-3 / 4.4e-2.  A correct float32 gradient
    differs from its central difference by about u**(2/3) ~ 1e-5 relative at best,

@@ -52,8 +52,9 @@ What this adapter does with what PyTorch functions return and take (details in
 
 1. Complex inputs and outputs are checked as their real and imaginary parts, as
    gradcheck does (``arg0[3, 0]`` is the real part of element 3).
-2. An input element that is ±inf or NaN cannot be perturbed: it is left out and
-   named in the report (``aten._safe_softmax`` of a row with -inf).
+2. An input element (or a parameter element, check_module) that is ±inf or NaN
+   cannot be perturbed: it is left out and named in the report
+   (``aten._safe_softmax`` of a row with -inf).
 3. Outputs that autograd declares non-differentiable (integer outputs, outputs
    marked with ``ctx.mark_non_differentiable``, the mean and rstd of
    ``native_layer_norm``) are left out of both sides and named.
@@ -99,8 +100,6 @@ from fastcheck._torch_tensors import (
     OutputSpec,
     cotangents,
     flat_outputs,
-    grad_array,
-    input_view,
     refuse_shared_storage,
 )
 from fastcheck._validate import (
@@ -375,20 +374,22 @@ def _expand(result: GradCheckResult, inputs: Inputs) -> None:
     result.noise_flat, result.status = noise, status
 
 
-def _add_notes(result: GradCheckResult, inputs: Inputs, spec: OutputSpec,
+def _add_notes(result: GradCheckResult, inputs: Inputs, spec: OutputSpec | None,
                outputs: bool = True) -> None:
     """What was left out or recast, named (module notes 1-3), in result.notes and
-    result.extra; `outputs`: whether to say which outputs were left out."""
-    notes = [spec.excluded_note() if outputs else None, inputs.excluded_note()]
+    result.extra; `outputs`: whether to say which outputs were left out (`spec`
+    None: there are none, check_module)."""
+    notes = [spec.excluded_note() if outputs and spec else None, inputs.excluded_note()]
     for name in inputs.complex:
         notes.append(f"complex input {name} checked as real and imaginary parts: "
                      f"{name}[..., 0] is the real part, {name}[..., 1] the imaginary part")
-    if any(spec.dtypes[i].is_complex for i in spec.kept):
+    if spec is not None and any(spec.dtypes[i].is_complex for i in spec.kept):
         notes.append("complex output(s) checked as real and imaginary parts, as gradcheck "
                      "does")
     result.notes.extend(n for n in notes if n)
-    result.extra["excluded_outputs"] = [{"output": i, "reason": why}
-                                        for i, why in spec.excluded]
+    if spec is not None:
+        result.extra["excluded_outputs"] = [{"output": i, "reason": why}
+                                            for i, why in spec.excluded]
     result.extra["excluded_elements"] = [name for name, _ in inputs.excluded()]
 
 
@@ -423,7 +424,8 @@ def check_module(
     Parameters
     ----------
     module : torch.nn.Module
-        Its parameters must be float64 or float32 CPU tensors.  Leave it in the
+        Its parameters must be float64 or float32 CPU tensors; elements that
+        are inf or NaN are left out and named (as by check_function).  Leave it in the
         mode you want checked: with dropout active (training mode) the loss is
         random and the check says so; ``module.eval()`` turns dropout off.
     inputs : tensor or tuple of tensors
@@ -452,9 +454,9 @@ def check_module(
     if not named:
         raise ValueError("the module has no parameter with requires_grad=True: nothing "
                          "to check")
-    views = {n: input_view(p, f"parameter {n!r}") for n, p in named}
-    refuse_shared_storage(views, "parameters")
     tensors = [p for _, p in named]
+    params = Inputs(tensors, [n for n, _ in named], [f"parameter {n!r}" for n, _ in named])
+    refuse_shared_storage(dict(zip(params.names, params.views)), "parameters")
 
     def scalar(value: Any) -> Any:
         if not torch.is_tensor(value) or value.numel() != 1:
@@ -462,30 +464,38 @@ def check_module(
             raise TypeError(f"loss_fn must return a scalar tensor, got {shape}")
         return value.reshape(())
 
-    def loss(params: Any) -> Any:
+    def loss(values: Any) -> Any:
+        params.sync(values)
         with torch.no_grad():
             value = scalar(loss_fn(module(*inputs)))
         number = value.item()
         # A float32 model's loss has float32 resolution: tell the noise model.
         return np.float32(number) if value.dtype != torch.float64 else number
 
-    def grad(params: Any) -> dict[str, np.ndarray]:
+    def grad(values: Any) -> dict[str, np.ndarray]:
+        params.sync(values)
         # check_grad calls before_eval just before (the evaluations' random state)
         with torch.enable_grad():
             value = scalar(loss_fn(module(*inputs)))
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {n: grad_array(g, views[n]) for (n, _), g in zip(named, grads, strict=True)}
+        return params.gradients(list(grads))
 
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
-        result = check_grad(loss, grad, views, eps=eps, method=method, mode=mode, k=k,
-                            max_evals=max_evals, seed=seed, before_eval=before_eval,
+        result = check_grad(loss, grad, params.params, eps=eps, method=method, mode=mode,
+                            k=k, max_evals=max_evals, seed=seed, before_eval=before_eval,
                             refine=refine, progress=progress, warn_seconds=warn_seconds,
                             noise=noise, rtol=rtol, atol=atol)
     finally:
+        params.restore()
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
+    if params.compact:
+        # Parameters with inf or NaN elements: those are left out and named, as
+        # check_function does with its arguments (module note 2).
+        _expand(result, params)
+    _add_notes(result, params, None, outputs=False)
     if result.verdict == "nondeterministic" and module.training:
         result.notes.append("the module is in training mode (module.training is True): "
                             "module.eval() turns dropout off")

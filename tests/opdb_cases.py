@@ -10,13 +10,17 @@ require grad become the function's arguments, and the function recomposes the
 sample and calls ``op.gradcheck_wrapper`` and ``sample.output_process_fn_grad``.
 A bugged case puts one argument through an identity whose backward changes one
 element of the gradient (BUG_KINDS): the element with the largest gradient for a
-seeded random cotangent, so that the bug is there to find.  Everything is seeded:
-the same cases every run.
+seeded random cotangent, so that the bug is there to find; or (``small=True``,
+the bench) also the element with the smallest gradient that a difference can
+still resolve (SMALL: |g_i| max(1, |x_i|) above 1e-6 of the outputs' scale, so
+that a 1 % error is 1e-8 of it), where a tiny derivative could hide the bug.
+Everything is seeded: the same cases every run.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import warnings
 import zlib
@@ -31,6 +35,9 @@ BUG_KINDS = ("x1.01", "x1.1", "flip", "drop")
 # Samples whose checked tensors hold more elements are left out (gradcheck builds
 # full Jacobians: the run must stay bounded).
 MAX_ELEMENTS = 300
+# The smallest gradient a bug is planted at (relative to the outputs' scale), and
+# the floor below which a gradient is rounding, not a derivative.
+SMALL, FLOOR = 1e-6, 1e-9
 
 
 def differentiable_ops() -> list[Any]:
@@ -80,13 +87,15 @@ class Case:
     inputs: tuple
     bug: str | None = None
     where: str | None = None  # the bugged element, e.g. "arg0[2, 1]"
+    small: bool = False  # planted at the smallest resolvable gradient
     out_size: int = 0  # elements of the differentiable outputs (bugged cases)
     mark: str = ""
     nondet_tol: float = 0.0
 
     @property
     def id(self) -> str:
-        return f"{self.op}-s{self.sample}" + (f"-{self.bug}" if self.bug else "")
+        return (f"{self.op}-s{self.sample}" + (f"-{self.bug}" if self.bug else "")
+                + ("-small" if self.small else ""))
 
 
 def _recompose(sample: Any, op: Any, plant: tuple | None) -> Callable:
@@ -118,9 +127,10 @@ def _grad_tensors(sample: Any) -> list[Any]:
     return found
 
 
-def _target(fn: Callable, inputs: list[Any], seed: int) -> tuple[int, tuple, int] | None:
-    """(argument, element) with the largest gradient along a seeded cotangent, and
-    the number of output elements."""
+def _target(fn: Callable, inputs: list[Any], seed: int, small: bool = False
+            ) -> tuple[int, tuple, int] | None:
+    """(argument, element) with the largest gradient along a seeded cotangent (with
+    `small`, the smallest one above SMALL), and the number of output elements."""
     gen = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
         out = fn(*inputs)
@@ -135,24 +145,31 @@ def _target(fn: Callable, inputs: list[Any], seed: int) -> tuple[int, tuple, int
     # element's effect over a relative step must exceed 1e-9 of the outputs' scale.
     scale = max((float(o.detach().abs().nan_to_num(0, 0, 0).max()) for o in outs
                  if o.numel()), default=0.0)
-    best, where = 0.0, None
+    best, where = (math.inf, None) if small else (0.0, None)
     for j, g in enumerate(grads):
         if (g is None or g.numel() == 0 or g._is_zerotensor()
                 or not torch.isfinite(g).all()):
             continue
-        flat = int(g.abs().argmax())
-        value = float(g.reshape(-1)[flat].abs())
-        x = float(inputs[j].detach().reshape(-1)[flat].abs())
-        if value > best and value * max(1.0, x) > 1e-9 * scale:
+        size = g.abs().reshape(-1)
+        effect = size * inputs[j].detach().abs().reshape(-1).clamp(min=1.0)
+        if small:
+            size = torch.where(effect > SMALL * scale, size, math.inf)
+            flat = int(size.argmin())
+        else:
+            flat = int(size.argmax())
+        value = float(size[flat])
+        if (value < best if small else value > best) and effect[flat] > FLOOR * scale:
             best, where = value, (j, tuple(int(i) for i in torch.unravel_index(
                 torch.tensor(flat), g.shape)))
     return None if where is None else (*where, sum(o.numel() for o in outs))
 
 
-def op_cases(op: Any, position: int, samples: int = 2, bugs: int = 1) -> list[Case]:
+def op_cases(op: Any, position: int, samples: int = 2, bugs: int = 1,
+             small: bool = False) -> list[Case]:
     """Up to `samples` clean cases of one op and `bugs` bugged ones (the kind from a
     hash of the op's name), on its first float64 samples that are small enough; the
-    op's `position` in op_db seeds its samples."""
+    op's `position` in op_db seeds its samples.  With `small`, each bugged case
+    has a twin planted at the smallest resolvable gradient (a different kind)."""
     name = op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
     torch.manual_seed(position)
     clean: list[Case] = []
@@ -170,16 +187,19 @@ def op_cases(op: Any, position: int, samples: int = 2, bugs: int = 1) -> list[Ca
                       "nondet_tol": op.gradcheck_nondet_tol}
             if len(clean) < samples:
                 clean.append(Case(fn=_recompose(sample, op, None), **common))
-            if len(bugged) < bugs:
-                target = _target(_recompose(sample, op, None), inputs, position)
-                if target is not None:
+            if len(bugged) < bugs * (2 if small else 1):
+                for at in (False, True) if small else (False,):
+                    target = _target(_recompose(sample, op, None), inputs, position, at)
+                    if target is None:
+                        continue
                     kind = BUG_KINDS[(zlib.crc32(name.encode()) + len(bugged))
                                      % len(BUG_KINDS)]
                     j, index, size = target
                     where = f"arg{j}" + (f"[{', '.join(map(str, index))}]" if index else "")
                     bugged.append(Case(fn=_recompose(sample, op, (j, index, kind)),
-                                       bug=kind, where=where, out_size=size, **common))
-            if len(clean) >= samples and len(bugged) >= bugs:
+                                       bug=kind, where=where, out_size=size, small=at,
+                                       **common))
+            if len(clean) >= samples and len(bugged) >= bugs * (2 if small else 1):
                 break
     return clean + bugged
 

@@ -1,5 +1,5 @@
 """Bad input: a clear error that names the parameter and what was expected, raised
-before the loss is evaluated once, with nothing modified (DESIGN, principles).
+before the loss is evaluated once, with nothing modified (docs/design.md, "Principles").
 
 Every case uses a counting loss and asserts it was never called, and that every
 array involved is bitwise unchanged.  Losses that return something that is not a

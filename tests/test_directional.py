@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_bitwise, counting, snapshot
 
 from fastcheck import check_grad, examples
 
@@ -66,26 +67,6 @@ class TanhMLP:
         dZ = (p["W2"].T @ dO) * (1 - H * H)
         return {"W1": dZ @ self.X.T, "b1": dZ.sum(axis=1), "W2": dO @ H.T,
                 "b2": dO.sum(axis=1)}
-
-
-def counting(loss):
-    calls = [0]
-
-    def counted(p):
-        calls[0] += 1
-        return loss(p)
-
-    counted.calls = calls
-    return counted
-
-
-def snapshot(params):
-    return {k: v.copy() for k, v in params.items()}
-
-
-def assert_bitwise(params, saved):
-    for k in params:
-        assert params[k].tobytes() == saved[k].tobytes(), k
 
 
 def wrong_names(result):

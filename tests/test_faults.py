@@ -14,32 +14,28 @@ needed.
 from __future__ import annotations
 
 import ctypes
+import pathlib
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from lowlevel_support import ROOT, losses, quad_grad, requires_cc, sample_theta
+from lowlevel_support import quad_grad, requires_cc, sample_theta
 
 import fastcheck
 
 HANG = 60  # seconds: far beyond any case here, short of a CI timeout
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    return losses(tmp_path_factory)
-
-
 # -------------------------------------------------- 1. memory pressure, threads
 @requires_cc
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS, /proc")
-def test_worker_out_of_memory_raises_memoryerror_at_once(lib):
+def test_worker_out_of_memory_raises_memoryerror_at_once(lib, tmp_path):
     script = textwrap.dedent(f"""
         import ctypes, resource, sys, time
         import numpy as np
-        sys.path.insert(0, {str(ROOT)!r})
+        sys.path.insert(0, {str(pathlib.Path(fastcheck.__file__).parents[1])!r})
         import fastcheck
         q = ctypes.CDLL({str(lib.path)!r}).quad_status_f64
         q.restype = ctypes.c_int
@@ -58,8 +54,9 @@ def test_worker_out_of_memory_raises_memoryerror_at_once(lib):
             print("MemoryError", round(time.monotonic() - started, 3), exc)
         print("intact", bool(np.array_equal(theta.view(np.uint64), before.view(np.uint64))))
     """)
+    # From another directory: a source tree (not built) must not shadow the package tested.
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=HANG)
+                          timeout=HANG, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("MemoryError"), done.stdout

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from lowlevel_support import (
     cy_consumer,
-    losses,
     quad_grad,
     quad_py,
     requires_cc,
@@ -30,11 +29,6 @@ from fastcheck._lowlevel import SIGNATURES, normalize_signature
 from fastcheck._params import as_layout
 
 pytestmark = requires_cc
-
-
-@pytest.fixture(scope="session")
-def lib(tmp_path_factory):
-    return losses(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import pytest
 
 import fastcheck
 import fastcheck._evaluate as evaluate
+import fastcheck._raw as raw
 from fastcheck import ComplexStepError
 
 U64 = 2.0**-53
@@ -174,13 +175,13 @@ def test_complex_step_is_exact_to_rounding():
 
 def test_complex_copies_are_made_once(monkeypatch):
     calls, seen = [], set()
-    original = evaluate._complex_twin
+    original = raw._complex_twin
 
     def spy(layout):
         calls.append(1)
         return original(layout)
 
-    monkeypatch.setattr(evaluate, "_complex_twin", spy)
+    monkeypatch.setattr(raw, "_complex_twin", spy)
     loss, grad, params = tanh_mlp()
 
     def watching(p):

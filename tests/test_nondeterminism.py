@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import snapshot
 
 import fastcheck
 from fastcheck.examples import dropout_network
-
-
-def snapshot(params):
-    return {k: v.copy() for k, v in params.items()}
 
 
 def bitwise_equal(a, b):

@@ -43,7 +43,8 @@ def reference_eps0(dtype, method):
 
 
 def represented_step(x, eps, dtype, relative):
-    """h = (x + eps) - x in the parameter's dtype (DESIGN: the step actually represented)."""
+    """h = (x + eps) - x in the parameter's dtype (docs/design.md: the step that counts
+    is the step represented)."""
     t = np.dtype(dtype).type
     x = t(x)
     nominal = eps * max(1.0, abs(float(x))) if relative else eps
@@ -207,7 +208,7 @@ def real_loss(p):
 
 
 class TestSeedFacts:
-    """DESIGN: f(θ) = θ³ at θ = 1, ε = 0.01."""
+    """docs/design.md, "Facts": f(θ) = θ³ at θ = 1, ε = 0.01."""
 
     @pytest.mark.parametrize(
         ("method", "expected"),

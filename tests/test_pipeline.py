@@ -235,9 +235,6 @@ def test_check_module_runs_before_eval_once_per_evaluation():
 
 # ------------------------------------------------------------------ no import cycle
 _PACKAGE = Path(fastcheck.__file__).parent
-# The _evaluate <-> _executor cycle is removed by the C-side half of issue 12 (another
-# branch); delete this entry when both halves are merged.
-_KNOWN_CYCLES = {frozenset({"_evaluate", "_executor"})}
 
 
 def _imports(path: Path) -> set[str]:
@@ -299,8 +296,7 @@ def test_cycle_finder_finds_a_planted_cycle():
 def test_no_import_cycle_among_fastcheck_modules():
     graph = _graph()
     assert sum(map(len, graph.values())) > 30  # the parser sees the imports
-    cycles = [c for c in _cycles(graph) if frozenset(c) not in _KNOWN_CYCLES]
-    assert cycles == []
+    assert _cycles(graph) == []
 
 
 # ------------------------------------------------------------------ coherent API
@@ -400,9 +396,6 @@ def test_numerical_grad_before_eval_runs_before_every_evaluation():
 
 # ------------------------------------------------------------ functions to hold in mind
 MAX_LINES = 80  # code lines of one function, its docstring not counted
-# run_kernel belongs to the C-side half of issue 12 (the _evaluate <-> _executor
-# split), which reshapes it; delete this entry when both halves are merged.
-_KNOWN_LONG = {"_evaluate.run_kernel"}
 
 
 def _long_functions() -> list[tuple[str, int]]:
@@ -425,4 +418,4 @@ def _long_functions() -> list[tuple[str, int]]:
 
 
 def test_no_function_over_80_lines_without_a_reason():
-    assert [f for f in _long_functions() if f[0] not in _KNOWN_LONG] == []
+    assert _long_functions() == []

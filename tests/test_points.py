@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import cube_grad
 
 import fastcheck
 from fastcheck import MultiPointResult, check_grad
@@ -21,10 +22,6 @@ class Counted:
     def __call__(self, p: np.ndarray) -> float:
         self.calls += 1
         return float(np.sum(p**3))
-
-
-def cube_grad(p: np.ndarray) -> np.ndarray:
-    return 3 * p**2
 
 
 def grad_wrong_above(limit: float):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import xml.etree.ElementTree as ET
 
-import numpy as np
 import pytest
+from conftest import cube
 
 import fastcheck
 
@@ -42,10 +42,6 @@ def buggy_grad(p):
 
 THETA = np.array([1.0, 2.0, -0.5])
 '''
-
-
-def cube(p):
-    return float(np.sum(p**3))
 
 
 def buggy_cube_grad(p):

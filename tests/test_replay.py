@@ -8,17 +8,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import cube, cube_grad
 
 import fastcheck
 from fastcheck import ReplayError, check_grad, examples, replay
-
-
-def cube(p):
-    return float(np.sum(p**3))
-
-
-def cube_grad(p):
-    return 3 * p**2
 
 
 def buggy_cube_grad(p):

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_bitwise, counting, snapshot
 
 from fastcheck import check_grad, examples
 
@@ -24,26 +25,6 @@ def make_model(seed=0, dtype=np.float64):
         return {k: d[k] * p[k] for k in p}
 
     return params, loss, grad
-
-
-def counting(loss):
-    calls = [0]
-
-    def counted(p):
-        calls[0] += 1
-        return loss(p)
-
-    counted.calls = calls
-    return counted
-
-
-def snapshot(params):
-    return {k: v.copy() for k, v in params.items()}
-
-
-def assert_bitwise(params, saved):
-    for k in params:
-        assert params[k].tobytes() == saved[k].tobytes(), k
 
 
 # ----------------------------------------------------------------------- sample mode

@@ -3,6 +3,7 @@ and away from kinks; Hypothesis stays optional."""
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+import fastcheck
 from fastcheck import check_grad, examples
 from fastcheck.testing import assert_grad_ok, parameter_points
 
@@ -69,7 +71,11 @@ def test_hypothesis_is_optional(monkeypatch):
         parameter_points(LIKE)
 
 
-def test_importing_fastcheck_testing_does_not_import_hypothesis():
-    code = ("import sys, fastcheck.testing; "
+def test_importing_fastcheck_testing_does_not_import_hypothesis(tmp_path):
+    # The package under test, from another directory (a source tree must not shadow it).
+    root = str(pathlib.Path(fastcheck.__file__).parents[1])
+    code = (f"import sys; sys.path.insert(0, {root!r}); import fastcheck.testing; "
             "sys.exit(1 if 'hypothesis' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr

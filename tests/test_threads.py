@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lowlevel_support import losses, quad_grad, quad_py, requires_cc, sample_theta
+from lowlevel_support import quad_grad, quad_py, requires_cc, sample_theta
 
 import fastcheck
 from fastcheck import CLoss, LossError, _kernel
@@ -13,11 +13,6 @@ from fastcheck._params import as_layout
 
 pytestmark = [requires_cc,
               pytest.mark.skipif(not _kernel.threads_available(), reason="built without threads")]
-
-
-@pytest.fixture(scope="session")
-def lib(tmp_path_factory):
-    return losses(tmp_path_factory)
 
 
 def _raw_fields(raw):

@@ -58,6 +58,7 @@ def _reset_cube():
     Cube.factor = 1.0
     yield
     Cube.factor = 1.0
+    ScaleOne.index, ScaleOne.factor = (0,), 1.1
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -523,3 +524,50 @@ def test_sign_flip_of_a_one_element_function_is_wrong(value):
     x = torch.tensor(value, dtype=F64, requires_grad=True)
     r = fct.check_function(Flip, x)
     assert r.verdict == "wrong", r.report()
+
+
+class Masked(torch.nn.Module):
+    """sin of the finite weights times x (the non-finite ones contribute 0)."""
+
+    def __init__(self, scale_at=None):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6, dtype=torch.float64))
+        self.scale_at = scale_at
+
+    def forward(self, x):
+        w = self.w
+        if self.scale_at is not None:
+            ScaleOne.index, ScaleOne.factor = self.scale_at, 1.1
+            w = ScaleOne.apply(w)
+        return torch.where(torch.isfinite(w), w, 0.0).sin() * x
+
+
+@pytest.mark.parametrize("bad", [torch.inf, torch.nan])
+def test_module_non_finite_parameter_elements_are_left_out_and_named(bad):
+    x = torch.linspace(0.5, 1.5, 6, dtype=torch.float64)
+    net = Masked()
+    with torch.no_grad():
+        net.w[2] = bad
+    before = raw(net.w)
+    r = fct.check_module(net, x, lambda out: out.sum())
+    assert r.passed, r.report()
+    assert r.extra["excluded_elements"] == ["w[2]"]
+    assert f"w[2] = {float(bad):g}" in r.report()
+    assert r.status[2] == 5 and r.n_checked == 5  # ComponentStatus.NOT_CHECKED
+    assert r.numerical["w"].shape == (6,) and np.isnan(r.numerical["w"][2])
+    assert raw(net.w) == before
+    # a bug next to it is still found, at its own index
+    net.scale_at = (4,)
+    r = fct.check_module(net, x, lambda out: out.sum())
+    assert not r.passed and r.worst(1)[0].name == "w[4]", r.report()
+    assert raw(net.w) == before
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.01, 1.1, -1.0, 0.0])
+def test_erfc_tiny_derivative_at_the_opdb_sample(factor):
+    # op_db's erfc sample s2 (issue 16 item 2): erfc' = -8.7e-11 under erfc = 2;
+    # every planted bug (x1.01, x1.1, sign flip, dropped) must be caught
+    ScaleOne.index, ScaleOne.factor = (), factor
+    x = torch.tensor(-4.826984902407649, dtype=F64, requires_grad=True)
+    r = fct.check_function(lambda t: torch.erfc(ScaleOne.apply(t)), x)
+    assert r.passed == (factor == 1.0), r.report()

@@ -25,11 +25,9 @@ with warnings.catch_warnings():
     import opdb_cases as oc
 
 STRIDE = 4
-# The wrong verdict of the shared decision rule that remains on this slice (issue 16
-# item 6, in the judge of issue 11, not in fastcheck.torch): ndtr's tail at
-# x = -4.827 is called suspicious.  An XPASS means the judge now gets it right:
-# take the case off the list.
-KNOWN = {"special.ndtr-s2": "issue 16 item 6 (judge): noise in ndtr's tail"}
+# Cases expected to fail, with the reason (none left: ndtr's tail at x = -4.827,
+# issue 16 item 6, was a noise table that aliased, _noise note 8).
+KNOWN: dict[str, str] = {}
 
 
 def _slice() -> list:

@@ -43,7 +43,11 @@
  *     NULL table, as with numpy's import_array().
  *  5. The entry points need no GIL; a loss that does not touch Python objects can
  *     run with the GIL released, and on several threads (fc_options.threads).
- *  6. Define FASTCHECK_CAPI_NO_MACROS to keep the names of fastcheck.h as plain
+ *  6. Each entry `name` is called as fc_name through a macro
+ *     `#define fc_name (fastcheck_capi_table->name)` (the preprocessor cannot
+ *     generate a #define from FASTCHECK_CAPI_ENTRIES, so the macros are a second
+ *     list; tests/test_capi.py checks the two lists name the same entries).
+ *     Define FASTCHECK_CAPI_NO_MACROS to keep the names of fastcheck.h as plain
  *     declarations and call through fastcheck_capi_table->... instead.
  *  7. Ctrl-C (minor 1): set `opt.hook = fc_check_signals` (opt.hook_ctx unused).
  *     It takes the GIL (PyGILState_Ensure: the caller may hold it or not) and runs
@@ -77,42 +81,58 @@ extern "C" {
 #define FASTCHECK_CAPI_TARGET_MINOR FASTCHECK_CAPI_VERSION_MINOR
 #endif
 
-/* The table of entry points (note 1).  Do not reorder; append only. */
+/*
+ * The table's entry points in table order (note 1), one per line:
+ *     X(name, minor that added it, return type, (parameters))
+ * This list is the one declaration of the table.  It makes the struct below, the
+ * bytes the target minor guarantees, and, in fastcheck itself, the designated
+ * initializer `.name = fc_name` of the published table.  Append only, each new
+ * entry with the next minor, and give it a call macro (note 6).
+ */
+#define FASTCHECK_CAPI_ENTRIES(X)                                                     \
+    X(evaluate_f64, 0, int,                                                           \
+      (const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,                \
+       void *loss_ctx, const fc_options *opt, fc_result *out))                        \
+    X(evaluate_f32, 0, int,                                                           \
+      (const fc_block_f32 *blocks, fc_index nblocks, fc_loss_f32 loss,                \
+       void *loss_ctx, const fc_options *opt, fc_result *out))                        \
+    X(options_init, 0, void, (fc_options *opt))                                       \
+    X(status_message, 0, const char *, (int status))                                  \
+    X(threads_available, 0, int, (void))                                              \
+    X(total_size_f64, 0, fc_index, (const fc_block_f64 *blocks, fc_index nblocks))    \
+    X(total_size_f32, 0, fc_index, (const fc_block_f32 *blocks, fc_index nblocks))    \
+    X(result_init, 1, void, (fc_result *res))                                         \
+    X(validate_f64, 1, const char *,                                                  \
+      (const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,                \
+       const fc_options *opt, const fc_result *out))                                  \
+    X(validate_f32, 1, const char *,                                                  \
+      (const fc_block_f32 *blocks, fc_index nblocks, fc_loss_f32 loss,                \
+       const fc_options *opt, const fc_result *out))                                  \
+    X(check_signals, 1, int, (fc_index done, fc_index total, void *ctx)) /* note 7 */
+
+#define FASTCHECK_CAPI_FIELD_(name, minor, ret, params) ret (*name) params;
+
+/* The table (note 1), made from the list above. */
 typedef struct fastcheck_capi {
     unsigned int version; /* (major << 16) | minor of the fastcheck that filled it */
     size_t size;          /* sizeof(fastcheck_capi) in that fastcheck */
-    /* minor 0 */
-    int (*evaluate_f64)(const fc_block_f64 *blocks, fc_index nblocks, fc_loss_f64 loss,
-                        void *loss_ctx, const fc_options *opt, fc_result *out);
-    int (*evaluate_f32)(const fc_block_f32 *blocks, fc_index nblocks, fc_loss_f32 loss,
-                        void *loss_ctx, const fc_options *opt, fc_result *out);
-    void (*options_init)(fc_options *opt);
-    const char *(*status_message)(int status);
-    int (*threads_available)(void);
-    fc_index (*total_size_f64)(const fc_block_f64 *blocks, fc_index nblocks);
-    fc_index (*total_size_f32)(const fc_block_f32 *blocks, fc_index nblocks);
-    /* minor 1 */
-    void (*result_init)(fc_result *res);
-    const char *(*validate_f64)(const fc_block_f64 *blocks, fc_index nblocks,
-                                fc_loss_f64 loss, const fc_options *opt,
-                                const fc_result *out);
-    const char *(*validate_f32)(const fc_block_f32 *blocks, fc_index nblocks,
-                                fc_loss_f32 loss, const fc_options *opt,
-                                const fc_result *out);
-    fc_hook check_signals; /* note 7 */
-    /* new entries go here, each with a minor version bump */
+    FASTCHECK_CAPI_ENTRIES(FASTCHECK_CAPI_FIELD_)
 } fastcheck_capi;
 
-/* Bytes of the table that each minor guarantees. */
-#define FASTCHECK_CAPI_SIZE_MINOR_0 \
-    (offsetof(fastcheck_capi, total_size_f32) + sizeof(fc_index (*)(void)))
-#define FASTCHECK_CAPI_SIZE_MINOR_1 \
-    (offsetof(fastcheck_capi, check_signals) + sizeof(fc_hook))
-#if FASTCHECK_CAPI_TARGET_MINOR >= 1
-#define FASTCHECK_CAPI_SIZE_TARGET FASTCHECK_CAPI_SIZE_MINOR_1
-#else
-#define FASTCHECK_CAPI_SIZE_TARGET FASTCHECK_CAPI_SIZE_MINOR_0
-#endif
+/* Bytes of the table that the target minor guarantees: the two header fields,
+ * then one function pointer per entry of that minor or older (every entry is a
+ * function pointer, so there is no padding between them). */
+#define FASTCHECK_CAPI_IN_TARGET_(name, minor, ret, params) \
+    +((minor) <= FASTCHECK_CAPI_TARGET_MINOR)
+#define FASTCHECK_CAPI_SIZE_TARGET                                                    \
+    (offsetof(fastcheck_capi, evaluate_f64) +                                         \
+     sizeof(int (*)(void)) * (size_t)(0 FASTCHECK_CAPI_ENTRIES(FASTCHECK_CAPI_IN_TARGET_)))
+
+/* Used by fastcheck itself to fill the table: `.name = fc_name` for every entry. */
+#define FASTCHECK_CAPI_INIT_(name, minor, ret, params) .name = fc_##name,
+#define FASTCHECK_CAPI_TABLE_INITIALIZER                                              \
+    {.version = FASTCHECK_CAPI_VERSION, .size = sizeof(fastcheck_capi),               \
+     FASTCHECK_CAPI_ENTRIES(FASTCHECK_CAPI_INIT_)}
 
 #ifndef FASTCHECK_CAPI_PROVIDER /* defined only when building fastcheck itself */
 
