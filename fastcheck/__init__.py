@@ -26,6 +26,12 @@ replay
     Run a check recorded in a replay file (``check_grad(..., save=path)``) again.
 MultiPointResult
     The result of ``check_grad(..., points=...)``: the worst point's result.
+GradCheckResult, ParameterReport, Component, EpsSweep
+    Result types; ``result.layout`` is a ParamLayout (names, shapes, offsets of
+    the parameters), ``result.status`` holds ComponentStatus codes and
+    ``result.tiers`` the relative-error Tiers the verdict used.
+ComplexStepError, LossError, ReplayError, LongCheckWarning
+    The exceptions and the warning fastcheck raises (all exported here).
 get_include
     The folder of the C headers, for extensions that call the kernel.
 
@@ -51,6 +57,7 @@ _WHERE = {
     "CLoss": "_lowlevel",
     "LossError": "_lowlevel",
     "numerical_grad": "_numerical",
+    "ParamLayout": "_params",
     "MultiPointResult": "_points",
     "LongCheckWarning": "_progress",
     "ReplayError": "_replay",
@@ -59,6 +66,8 @@ _WHERE = {
     "GradCheckResult": "_result",
     "ParameterReport": "_result",
     "EpsSweep": "_sweep",
+    "ComponentStatus": "_verdict",
+    "Tiers": "_verdict",
     "eps_sweep": "_sweep",
     "check_hvp": "_vjp",
     "check_jvp": "_vjp",
@@ -71,11 +80,13 @@ if TYPE_CHECKING:
     from fastcheck._kernel import ComplexStepError
     from fastcheck._lowlevel import CLoss, LossError
     from fastcheck._numerical import numerical_grad
+    from fastcheck._params import ParamLayout
     from fastcheck._points import MultiPointResult
     from fastcheck._progress import LongCheckWarning
     from fastcheck._replay import ReplayError, replay
     from fastcheck._result import Component, GradCheckResult, ParameterReport
     from fastcheck._sweep import EpsSweep, eps_sweep
+    from fastcheck._verdict import ComponentStatus, Tiers
     from fastcheck._vjp import check_hvp, check_jvp, check_vjp
 
 
@@ -97,13 +108,16 @@ __all__ = [
     "CLoss",
     "ComplexStepError",
     "Component",
+    "ComponentStatus",
     "EpsSweep",
     "GradCheckResult",
     "LongCheckWarning",
     "LossError",
     "MultiPointResult",
+    "ParamLayout",
     "ParameterReport",
     "ReplayError",
+    "Tiers",
     "__version__",
     "check_grad",
     "check_hvp",

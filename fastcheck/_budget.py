@@ -45,6 +45,7 @@ import numpy as np
 
 from fastcheck._lowlevel import as_c_loss
 from fastcheck._params import as_layout
+from fastcheck._request import DEFAULT_MAX_EVALS, localising_evals, minimum_evals
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._verdict import KAPPA, ComponentStatus
 
@@ -52,7 +53,6 @@ __all__ = ["check_budget", "merge_steps", "run_budget", "run_steps"]
 
 _S = ComponentStatus
 FILL = 0.92              # share of what is left that a step is sized to (note 3)
-DEFAULT_MAX_EVALS = 400
 MAX_SAMPLE_STEPS = 4
 # The fixed cost of a directional check over a sample check's: it also draws two
 # random directions per parameter and writes theta +- h v (measured 2.8 on the
@@ -118,12 +118,8 @@ def _localise_step(first: GradCheckResult, left: float, costs: dict,
     localise what it found; None when that is too little to localise anything."""
     per_eval, fixed = costs["eval_seconds"], costs["fixed_seconds"]
     max_evals = min(DEFAULT_MAX_EVALS, int((FILL * left - fixed) / max(per_eval, 1e-12)))
-    # What mode="directional" needs to localise one wrong component (the bound
-    # _directional.check_max_evals recommends; not imported: _directional leans on
-    # _check, which leans on this module).
     blocks = sum(1 for p in first.parameters if p.size)
-    depth = max(1, math.ceil(math.log2(max(2, max(p.size for p in first.parameters)))))
-    if max_evals < 3 + 4 * blocks + 4 * depth + 16:
+    if max_evals < localising_evals(blocks, max(p.size for p in first.parameters)):
         return None
     return _step("directional", seed, max_evals=max_evals)
 
@@ -186,13 +182,13 @@ def _derived(seed: int, i: int) -> int:
 
 def _first_step(params: Any, loss: Any, options: dict, seed: int) -> dict:
     """Note 2: the directional test with the fewest evaluations that decide it (the
-    probes and two directions per parameter, as _directional.minimum_evals counts
-    them), where it is available; else one component per parameter."""
+    probes and two directions per parameter), where it is available; else one
+    component per parameter."""
     if (options.get("method", "central") != "central" or options.get("executor") is not None
             or not _is_python_loss(loss)):
         return _step("sample", seed, k=1)
     blocks = sum(1 for a in as_layout(params).arrays if a.size)
-    return _step("directional", seed, max_evals=3 + 4 * blocks)
+    return _step("directional", seed, max_evals=minimum_evals(blocks))
 
 
 def run_budget(check: Callable, loss: Any, grad: Any, params: Any, budget: float,

@@ -58,13 +58,13 @@ Design notes (the code refers to them):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from fastcheck._evaluate import default_eps
+from fastcheck._guard import Probes, invalid_result
 from fastcheck._judge import (
     MAX_STEP,
     REFINE,
@@ -74,15 +74,15 @@ from fastcheck._judge import (
     assess,
     status_notes,
 )
+from fastcheck._partial import BudgetExhausted, PartialCheck
+from fastcheck._progress import progress_reporter, warn_if_long
+from fastcheck._request import DIRECTIONS, CheckRequest, minimum_evals
 from fastcheck._result import GradCheckResult, build_result
-from fastcheck._sample import BudgetExhausted, PartialCheck
 from fastcheck._verdict import KAPPA, ComponentStatus, relative_error, tier_of
 
-__all__ = ["DEFAULT_MAX_EVALS", "ParamsModified", "check_max_evals", "minimum_evals",
-           "run_directional"]
+__all__ = ["ParamsModified", "run_directional"]
 
 _S = ComponentStatus
-DIRECTIONS = 2               # independent directions per block (note 2)
 MAGNITUDE = (0.5, 1.5)       # |v_i| range (note 2)
 LEAF = 2                     # ranges this small are checked one by one (note 5)
 REANCHOR = 3.0               # measure the right half when inference gets this loose
@@ -90,35 +90,6 @@ THROUGHOUT_LEVEL = 3         # 2**3 = 8 parts (note 6)
 THROUGHOUT_PASS = 1          # at most this many of the parts may pass
 THROUGHOUT_SAMPLE = 20
 THROUGHOUT_WRONG = 0.25      # fraction of the sample that must be wrong
-DEFAULT_MAX_EVALS = 400
-PROBES = 3                   # J(theta) twice before, once after
-
-
-def minimum_evals(blocks: int) -> int:
-    """The fewest evaluations mode="directional" can do anything useful with."""
-    return PROBES + 2 * DIRECTIONS * blocks
-
-
-def check_max_evals(max_evals: Any, layout: Any) -> int:
-    """Validate max_evals for `layout`; None gives the default (note 8)."""
-    blocks = sum(1 for a in layout.arrays if a.size)
-    least = minimum_evals(blocks)
-    depth = max(1, math.ceil(math.log2(max(2, max(a.size for a in layout.arrays)))))
-    if max_evals is None:
-        return max(DEFAULT_MAX_EVALS, least + 4 * depth + 16)
-    if isinstance(max_evals, (bool, np.bool_)) or not isinstance(max_evals,
-                                                                (int, np.integer)):
-        raise TypeError(f"max_evals must be an int (a number of loss evaluations), got "
-                        f"{type(max_evals).__name__}")
-    if max_evals < least:
-        raise ValueError(
-            f"max_evals={max_evals} is too small to do anything useful: mode='directional' "
-            f"needs at least {least} loss evaluations for {blocks} parameter block(s) "
-            f"({PROBES} evaluations of J(θ) to check the loss is deterministic, and "
-            f"{DIRECTIONS} directions × 2 evaluations per block), and about "
-            f"{2 * depth + 8} more to localise one wrong component among "
-            f"{max(a.size for a in layout.arrays):,}. Pass max_evals >= {least + 4 * depth + 16}")
-    return int(max_evals)
 
 
 class ParamsModified(Exception):
@@ -649,49 +620,52 @@ def _detection_limit(work: _Directional) -> float:
     return max(limits) if limits else math.nan
 
 
-def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], float],
-                    eps_text: str, notes: list[str]) -> GradCheckResult:
-    """mode="directional" (module notes); the result of check_grad."""
+def run_directional(request: CheckRequest, probes: Probes, analytic: np.ndarray,
+                    seed: int) -> GradCheckResult:
+    """mode="directional" after the probes: warn when long, show progress, check.
+
+    ``max_evals`` counts every evaluation of the check, the probes and the closing
+    J(theta) included: the budget keeps one back for that closing probe.
+    """
+    max_evals = request.options.max_evals
+    assert max_evals is not None
+    check = PartialCheck.start(request, probes, analytic)
+    check.max_evals, check.reserved = max_evals, 1
+    layout = request.layout
+    # max_evals bounds the run; what it plans is the directional test of every
+    # parameter (localisation only follows a failing one).
+    planned = min(max_evals, minimum_evals(sum(1 for a in layout.arrays if a.size)))
+    estimate = warn_if_long(
+        probes.seconds_per_eval, planned - check.evaluations,
+        what=f"mode='directional' with max_evals={max_evals}",
+        warn_seconds=request.warn_seconds, suggestion="Pass a smaller max_evals to bound it.")
+    with progress_reporter(request.progress, total=max_evals, estimate=estimate,
+                           unit="evaluations") as report:
+        check.progress, check.progress_total = report, max_evals
+        try:
+            result = _run(check, seed)
+        except ParamsModified as exc:
+            return invalid_result(
+                request, analytic, f"the loss modified the parameter {exc} while it was "
+                "perturbed (it was restored): a loss must only read its parameters. No "
+                "verdict on the gradient", check.evaluations, probes.seconds(),
+                probes.eps_text)
+        if report is not None:
+            report(check.evaluations + 1, check.evaluations + 1)
+    return result
+
+
+def _run(check: PartialCheck, seed: int) -> GradCheckResult:
+    """The directional tests and localisation (module notes); the result."""
     work = _Directional(check, seed)
     work.run()
-    layout = check.layout
-    tiers = check.tiers
-    status = work.status
-
+    layout, tiers, status = check.layout, check.tiers, work.status
     result = build_result(
         layout, work.numerical, check.analytic, work.noise, status, tiers,
-        evaluations=check.evaluations, seconds=seconds(), eps=eps_text, method="central",
-        mode="directional", accuracy=check.accuracy)
-    per_block, reports, all_tests = {}, [], []
-    lines = []
-    for b, report in zip(work.blocks, result.parameters, strict=True):
-        st = status[b.offset:b.offset + b.size]
-        wrong_here = np.flatnonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))
-        rel = _directional_error(b.tests)
-        all_tests += b.tests
-        statuses = [t.status for t in b.tests]
-        unsure = b.size > 0 and (len(b.tests) < DIRECTIONS or "undecided" in statuses
-                  or "nonfinite" in statuses)
-        unresolved = "unresolved" in statuses or bool(np.any(st == _S.UNRESOLVED))
-        bad = b.failed or wrong_here.size > 0 or bool(b.residual)
-        verdict = "wrong" if b.throughout else _block_verdict(
-            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure, unresolved,
-            check.accuracy is not None)
-        label = ("wrong throughout" if b.throughout else "wrong" if bad
-                 else "empty" if not b.size else "not tested" if not b.tests
-                 else "undecided" if unsure
-                 else "unresolved" if unresolved
-                 else "pass")
-        per_block[b.name] = {
-            "status": label, "relative_error": rel, "directions": len(b.tests),
-            "max_z": max((t.z for t in b.tests), default=math.nan),
-            "tests": [t.as_dict() for t in b.tests],
-            "wrong": layout.names_of(b.offset + wrong_here[:20]),
-        }
-        reports.append(replace(report, relative_error=rel, verdict=verdict) if b.size
-                       else report)
-        lines += _block_notes(work, b, wrong_here, st)
-
+        evaluations=check.evaluations, seconds=check.probes.seconds(),
+        eps=check.probes.eps_text, method="central", mode="directional",
+        accuracy=check.accuracy)
+    per_block, reports, lines, all_tests = _per_block(work, result)
     rel = _directional_error(all_tests)
     flags = [per_block[b.name]["status"] for b in work.blocks]
     bad = any(f.startswith("wrong") for f in flags)
@@ -699,36 +673,7 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
     verdict = "wrong" if any(b.throughout for b in work.blocks) else _block_verdict(
         rel, tiers, bad, bool(np.any(status == _S.NONFINITE_GRAD)), unsure,
         any(f == "unresolved" for f in flags), check.accuracy is not None)
-
-    checked = int(np.count_nonzero(status != _S.NOT_CHECKED))
-    tested = sum(1 for b in work.blocks if b.tests)
-    head = (f"directional mode: each of the {tested} parameter(s) was checked along "
-            f"{DIRECTIONS} random directions (seed {seed}); {checked:,} of {layout.size:,} "
-            "components were then checked one by one, the rest show as 'not checked'. "
-            "The relative error is that of the directional derivatives")
-    if not bad and not unsure:
-        head += ("; a wrong component whose error is below the noise of a directional "
-                 "derivative of its whole parameter could go unseen (mode='full' checks "
-                 "each component)")
-    out_notes = [*notes, head, *lines]
-    if any(b.uncovered or any(t.status == "undecided" for t in b.tests)
-           or (b.size and len(b.tests) < DIRECTIONS) for b in work.blocks):
-        total = check.max_evals + 1 if check.max_evals is not None else None
-        out_notes.append(f"max_evals={total} was not enough to finish: see above for what "
-                         "was not covered")
-    out_notes += check.calibration().notes()
-    out_notes += status_notes(layout, status, 0, False)
-    out_notes += check.limit_notes(status)
-    if any(f == "unresolved" for f in flags):
-        names = [b.name for b in work.blocks if per_block[b.name]["status"] == "unresolved"]
-        out_notes.append(
-            f"{_shown(names)}: a directional test could not be resolved to the 'ok' tier "
-            "even at larger steps (the loss is too noisy here), so it is not passed")
-    if check.phases.get("unrefined"):
-        out_notes.append(f"{check.phases['unrefined']} suspect component(s) could not be "
-                         "re-evaluated at smaller steps within max_evals and count as wrong")
-
-    result.notes = out_notes
+    result.notes = _notes(work, seed, per_block, lines, bad, unsure)
     uncovered = [{"parameter": b.name, "first": layout.name_of(b.offset + lo),
                   "last": layout.name_of(b.offset + hi - 1), "components": hi - lo}
                  for b in work.blocks for lo, hi in b.uncovered]
@@ -747,6 +692,75 @@ def run_directional(check: PartialCheck, *, seed: int, seconds: Callable[[], flo
     result.verdict, result.passed, result.relative_error = (
         verdict, verdict in ("excellent", "ok"), rel)
     return result
+
+
+def _per_block(work: _Directional, result: GradCheckResult
+               ) -> tuple[dict, list, list[str], list[_Test]]:
+    """Each block's summary (for extra), report row, notes; and all the tests."""
+    layout, tiers, status = work.check.layout, work.check.tiers, work.status
+    per_block, reports, lines, all_tests = {}, [], [], []
+    for b, report in zip(work.blocks, result.parameters, strict=True):
+        st = status[b.offset:b.offset + b.size]
+        wrong_here = np.flatnonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))
+        rel = _directional_error(b.tests)
+        all_tests += b.tests
+        statuses = [t.status for t in b.tests]
+        unsure = b.size > 0 and (len(b.tests) < DIRECTIONS or "undecided" in statuses
+                  or "nonfinite" in statuses)
+        unresolved = "unresolved" in statuses or bool(np.any(st == _S.UNRESOLVED))
+        bad = b.failed or wrong_here.size > 0 or bool(b.residual)
+        verdict = "wrong" if b.throughout else _block_verdict(
+            rel, tiers, bad, bool(np.any(st == _S.NONFINITE_GRAD)), unsure, unresolved,
+            work.check.accuracy is not None)
+        label = ("wrong throughout" if b.throughout else "wrong" if bad
+                 else "empty" if not b.size else "not tested" if not b.tests
+                 else "undecided" if unsure
+                 else "unresolved" if unresolved
+                 else "pass")
+        per_block[b.name] = {
+            "status": label, "relative_error": rel, "directions": len(b.tests),
+            "max_z": max((t.z for t in b.tests), default=math.nan),
+            "tests": [t.as_dict() for t in b.tests],
+            "wrong": layout.names_of(b.offset + wrong_here[:20]),
+        }
+        reports.append(replace(report, relative_error=rel, verdict=verdict) if b.size
+                       else report)
+        lines += _block_notes(work, b, wrong_here, st)
+    return per_block, reports, lines, all_tests
+
+
+def _notes(work: _Directional, seed: int, per_block: dict, lines: list[str], bad: bool,
+           unsure: bool) -> list[str]:
+    """The report's notes: what was checked, per block, and what was not."""
+    check, layout, status = work.check, work.check.layout, work.status
+    flags = [per_block[b.name]["status"] for b in work.blocks]
+    checked = int(np.count_nonzero(status != _S.NOT_CHECKED))
+    tested = sum(1 for b in work.blocks if b.tests)
+    head = (f"directional mode: each of the {tested} parameter(s) was checked along "
+            f"{DIRECTIONS} random directions (seed {seed}); {checked:,} of {layout.size:,} "
+            "components were then checked one by one, the rest show as 'not checked'. "
+            "The relative error is that of the directional derivatives")
+    if not bad and not unsure:
+        head += ("; a wrong component whose error is below the noise of a directional "
+                 "derivative of its whole parameter could go unseen (mode='full' checks "
+                 "each component)")
+    out_notes = [*check.probes.notes, head, *lines]
+    if any(b.uncovered or any(t.status == "undecided" for t in b.tests)
+           or (b.size and len(b.tests) < DIRECTIONS) for b in work.blocks):
+        out_notes.append(f"max_evals={check.max_evals} was not enough to finish: see above "
+                         "for what was not covered")
+    out_notes += check.calibration().notes()
+    out_notes += status_notes(layout, status, 0, False)
+    out_notes += check.limit_notes(status)
+    if any(f == "unresolved" for f in flags):
+        names = [b.name for b in work.blocks if per_block[b.name]["status"] == "unresolved"]
+        out_notes.append(
+            f"{_shown(names)}: a directional test could not be resolved to the 'ok' tier "
+            "even at larger steps (the loss is too noisy here), so it is not passed")
+    if check.phases.get("unrefined"):
+        out_notes.append(f"{check.phases['unrefined']} suspect component(s) could not be "
+                         "re-evaluated at smaller steps within max_evals and count as wrong")
+    return out_notes
 
 
 def _block_notes(work: _Directional, b: _Block, wrong_here: np.ndarray,

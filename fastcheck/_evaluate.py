@@ -9,7 +9,6 @@ everything else to :func:`fastcheck._raw.run_serial`.  The names of
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -154,21 +153,6 @@ def _run_richardson(
         seconds=first.seconds + second.seconds, step2=second.step)
 
 
-def check_eps(eps: Any) -> float | None:
-    """Validate a user's eps: None, or a finite positive number."""
-    if eps is None:
-        return None
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
-        raise TypeError(f"eps must be a positive number or None, got {type(eps).__name__}")
-    try:
-        value = float(eps)
-    except OverflowError:  # an int beyond the float range, e.g. 2**1100
-        value = math.inf
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    return value
-
-
 def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -> None:
     """Refuse an absolute step that vanishes next to some component.
 
@@ -202,14 +186,6 @@ def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -
                 "with |x| and the dtype")
 
 
-def check_method(method: Any, allowed: tuple[str, ...] | None = None) -> str:
-    """Validate a method name against :data:`METHODS` (or `allowed`)."""
-    names = allowed or tuple(METHODS)
-    if not isinstance(method, str) or method not in names:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(names)}")
-    return method
-
-
 def check_loss(loss: Any) -> Callable[[Any], Any]:
     """Validate the loss: a Python callable, returned as is, or a loss written in C
     (scipy.LowLevelCallable, ctypes / cffi function pointer, CLoss), returned as a
@@ -223,24 +199,3 @@ def check_loss(loss: Any) -> Callable[[Any], Any]:
             "loss must be callable as loss(params), or a loss written in C (a "
             f"scipy.LowLevelCallable or fastcheck.CLoss); got {type(loss).__name__}")
     return loss
-
-
-def check_flag(value: Any, name: str) -> bool:
-    """Validate a True / False argument such as `refine`: a string like "no" is
-    truthy, so anything but a bool would be silently taken as True."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_threads(threads: Any) -> int:
-    """Validate a user's threads: an int >= 1."""
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
-        raise TypeError(f"threads must be an int >= 1, got {type(threads).__name__}")
-    value = int(threads)
-    if value < 1:
-        raise ValueError(f"threads must be >= 1, got {value}")
-    if value > 4096:
-        raise ValueError(f"threads={value} is too many: each thread holds its own copy of "
-                         "theta; use at most the number of cores")
-    return value

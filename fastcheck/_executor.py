@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from fastcheck import _kernel
+from fastcheck._lowlevel import is_c_loss
 from fastcheck._params import ParamLayout
 from fastcheck._raw import METHODS, RawEvaluations, run_serial
 
@@ -75,16 +76,6 @@ def _cloudpickle() -> Any:
     except ImportError:
         return None
     return cloudpickle
-
-
-def _is_c_loss(loss: Any) -> bool:
-    if type(loss).__name__ == "LowLevelCallable":
-        return True
-    try:
-        from scipy import LowLevelCallable
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        return False
-    return isinstance(loss, LowLevelCallable)
 
 
 def _pickle_error(what: str, exc: BaseException) -> TypeError:
@@ -136,9 +127,10 @@ def check_executor(executor: Any, loss: Any = None, threads: int = 1) -> None:
             "executor must be a concurrent.futures.Executor (an object with "
             "submit(fn, *args) returning a future), e.g. ProcessPoolExecutor(4) or "
             f"dask.distributed's Client(...).get_executor(); got {type(executor).__name__}")
-    if loss is not None and _is_c_loss(loss):
+    if loss is not None and is_c_loss(loss):
         raise TypeError(
-            "executor= cannot run a C loss (scipy.LowLevelCallable): it is a function "
+            "executor= cannot run a C loss (a scipy.LowLevelCallable, fastcheck.CLoss or C "
+            "function pointer): a C loss cannot cross processes. It is a function "
             "pointer with a user-data pointer into this process's memory, which mean "
             "nothing in another process and cannot be pickled. Use threads=N instead: "
             "the kernel then runs the C loss on N threads without the GIL, each on a "
@@ -272,7 +264,7 @@ def run_sharded(
     called as shards complete.
     """
     check_executor(executor, None, threads)
-    if _is_c_loss(loss):
+    if is_c_loss(loss):
         check_executor(executor, loss)  # raises, explaining why
     m = METHODS[method]
     if relative is None:

@@ -46,7 +46,7 @@ from scipy import LowLevelCallable
 
 from fastcheck import _kernel
 
-__all__ = ["SIGNATURES", "CLoss", "LossError", "as_c_loss"]
+__all__ = ["SIGNATURES", "CLoss", "LossError", "as_c_loss", "is_c_loss"]
 
 # The table of accepted signatures: canonical spelling -> (dtype, kind).
 SIGNATURES: dict[str, tuple[np.dtype, int]] = {
@@ -386,12 +386,18 @@ class _callback_errors:
             raise caught
 
 
+def is_c_loss(loss: Any) -> bool:
+    """Whether `loss` is written in C (a CLoss, scipy.LowLevelCallable, ctypes or
+    cffi function pointer): the one answer every module asks for (threads=,
+    executor=, mode="directional").  A cffi callable counts only when it is a
+    function pointer, as in :func:`as_c_loss`."""
+    return isinstance(loss, (CLoss, LowLevelCallable)) or _is_ctypes_function(loss) or (
+        _is_cffi(loss) and callable(loss))
+
+
 def as_c_loss(loss: Any) -> CLoss | None:
     """A :class:`CLoss` for anything that is a C loss (CLoss, LowLevelCallable,
     ctypes or cffi function pointer), None for a Python callable."""
     if isinstance(loss, CLoss):
         return loss
-    if isinstance(loss, LowLevelCallable) or _is_ctypes_function(loss) or (
-            _is_cffi(loss) and callable(loss)):
-        return CLoss(loss)
-    return None
+    return CLoss(loss) if is_c_loss(loss) else None

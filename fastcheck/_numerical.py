@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastcheck._evaluate import (
-    check_eps,
-    check_loss,
-    check_method,
-    check_step_resolution,
-    check_threads,
-    run_kernel,
-)
+import numpy as np
+
+from fastcheck._evaluate import WithBeforeEval, check_loss, check_step_resolution, run_kernel
 from fastcheck._executor import check_executor
 from fastcheck._params import ParamLayout, as_layout
+from fastcheck._validate import (
+    check_before_eval,
+    check_eps,
+    check_method,
+    check_threads,
+)
 
-__all__ = ["numerical_grad"]
-
-NUMERICAL_GRAD_METHODS = ("central", "forward", "backward", "central4", "richardson",
-                          "complex")
+__all__ = ["check_indices", "numerical_grad"]
 
 
 def numerical_grad(
@@ -30,6 +28,8 @@ def numerical_grad(
     method: str = "central",
     threads: int = 1,
     executor: Any = None,
+    before_eval: Callable[[], Any] | None = None,
+    indices: Any = None,
 ) -> Any:
     """The numerical gradient of ``loss(params)`` by finite differences.
 
@@ -82,11 +82,20 @@ def numerical_grad(
         works on a private copy of theta, so the memory cost is n x threads
         elements; the results are bitwise identical to ``threads=1``.  A Python
         loss must use 1: it holds the GIL, so threads would only take turns.
+    before_eval : callable, optional
+        Called with no argument before every loss evaluation (e.g. to reset a
+        random seed), as in :func:`fastcheck.check_grad`.
+    indices : sequence of int, optional
+        Evaluate only these components: flat indices into the parameters taken in
+        order, each array in C order (the order of ``GradCheckResult`` component
+        names), distinct, in any order.  The cost is that of these components
+        only (plus one J(θ) for the one-sided methods and central).
 
     Returns
     -------
     ndarray, or dict / list / tuple of ndarrays
-        float64 arrays with the structure and shapes of `params`.
+        float64 arrays with the structure and shapes of `params`; with `indices`,
+        one flat float64 array, the derivative along each index in the order given.
 
     Raises
     ------
@@ -114,16 +123,45 @@ def numerical_grad(
     >>> round(float(g[0]), 10)
     3.0001
     """
-    loss = check_loss(loss)
-    method = check_method(method, NUMERICAL_GRAD_METHODS)
-    eps = check_eps(eps)
     threads = check_threads(threads)
-    check_executor(executor, loss, threads)
+    check_executor(executor, loss, threads)  # before check_loss wraps a C loss
+    loss = check_loss(loss)
+    method = check_method(method)
+    eps = check_eps(eps)
+    before_eval = check_before_eval(before_eval)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
+    order = None if indices is None else check_indices(indices, layout.size)
+    if before_eval is not None:
+        loss = WithBeforeEval(loss, before_eval)
+    flat = None if order is None else np.sort(order)
     raw = run_guarded(layout, lambda: run_kernel(loss, layout, method, eps=eps,
-                                                 threads=threads, executor=executor))
-    return layout.unflatten(raw.derivative())
+                                                 indices=flat, threads=threads,
+                                                 executor=executor))
+    if order is None:
+        return layout.unflatten(raw.derivative())
+    return raw.derivative()[np.searchsorted(flat, order)]
+
+
+def check_indices(indices: Any, size: int) -> np.ndarray:
+    """Validate ``indices=``: distinct flat component indices in [0, size)."""
+    if isinstance(indices, (str, bytes, dict)) or np.ndim(indices) != 1:
+        raise TypeError("indices must be a 1-d sequence of flat component indices (ints), "
+                        f"got {type(indices).__name__}")
+    flat = np.asarray(indices)
+    if flat.size and flat.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers (flat component indices), got dtype "
+                        f"{flat.dtype}")
+    flat = flat.astype(np.intp)
+    if flat.size == 0:
+        raise ValueError("indices is empty: name at least one component to evaluate")
+    bad = flat[(flat < 0) | (flat >= size)]
+    if bad.size:
+        raise ValueError(f"indices must be in [0, {size}) (the parameters have {size} "
+                         f"components); got {int(bad[0])}")
+    if np.unique(flat).size != flat.size:
+        raise ValueError("indices must be distinct: each component is evaluated once")
+    return flat
 
 
 def run_guarded(layout: ParamLayout, run: Callable[[], Any]) -> Any:

@@ -195,11 +195,6 @@ class ParamLayout:
         """The least precise dtype present (it governs noise and default steps)."""
         return self.dtypes[-1]
 
-    def dtype_per_component(self) -> np.ndarray:
-        """Unit roundoff of each component's dtype, as a flat float64 array."""
-        eps = np.array([np.finfo(a.dtype).eps / 2 for a in self.arrays])
-        return np.repeat(eps, np.diff(self.offsets))
-
     def _check_no_overlap(self) -> None:
         arrays = self.arrays
         for i in range(len(arrays)):

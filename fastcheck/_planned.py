@@ -53,7 +53,8 @@ def _one(check: Callable, loss: Any, grad: Any, params: Any, *, budget: float | 
             seed = int(np.random.default_rng().integers(2**31))
         return run_budget(check, loss, grad, params, budget, seed, options)
     step: dict = {"mode": mode}
-    for key, value in (("k", k), ("max_evals", max_evals), ("seed", seed)):
+    for key, value in (("k", k), ("max_evals", max_evals),
+                       ("seed", None if mode == "full" else seed)):
         if value is not None:
             step[key] = value
     result = check(loss, grad, params, **step, **options)

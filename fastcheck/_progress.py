@@ -9,8 +9,8 @@ Design notes:
 2. Above ``warn_seconds`` a :class:`LongCheckWarning` says how long the check
    will take and suggests ``mode="directional"``, which finds wrong components
    in a few hundred evaluations whatever the size of the model.
-3. The bar is fed from the kernel's periodic hook (every 64 components, see
-   ``_evaluate.HOOK_EVERY``), never per component, and it redraws at most every
+3. The bar is fed from the kernel's periodic hook (every ``_evaluate.HOOK_EVERY``
+   components), never per component, and it redraws at most every
    0.1 s: it costs nothing measurable.  tqdm draws it when installed; otherwise a
    plain ``\\r`` line on stderr.  ``progress=None`` (auto) shows it only when
    stderr is a terminal and the work is estimated to take more than
@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from fastcheck._validate import outside_stacklevel
+
 __all__ = [
     "AUTO_SECONDS",
     "DEFAULT_WARN_SECONDS",
     "LongCheckWarning",
     "ProgressLine",
-    "check_progress",
-    "check_warn_seconds",
     "format_seconds",
     "progress_reporter",
     "warn_if_long",
@@ -66,30 +66,9 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 86400:.2g} days"
 
 
-def check_progress(progress: Any) -> Any:
-    """Validate ``progress=``: None (auto), True, False or ``callable(done, total)``."""
-    if progress is None or isinstance(progress, bool) or callable(progress):
-        return progress
-    raise TypeError("progress must be None (automatic), True, False, or a callable "
-                    f"progress(done, total); got {type(progress).__name__}")
-
-
-def check_warn_seconds(warn_seconds: Any) -> float | None:
-    """Validate ``warn_seconds=``: None (never warn) or a number >= 0."""
-    if warn_seconds is None:
-        return None
-    if isinstance(warn_seconds, bool) or not isinstance(warn_seconds, (int, float)):
-        raise TypeError("warn_seconds must be a number of seconds or None, got "
-                        f"{type(warn_seconds).__name__}")
-    value = float(warn_seconds)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"warn_seconds must be >= 0 (or None), got {warn_seconds!r}")
-    return value
-
-
 def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
                  warn_seconds: float | None, suggestion: str | None = None,
-                 stacklevel: int = 3) -> float:
+                 stacklevel: int | None = None) -> float:
     """Estimate a check's duration; warn when it exceeds `warn_seconds`.
 
     Parameters
@@ -104,6 +83,9 @@ def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
         Threshold; None never warns.
     suggestion : str, optional
         The last sentence of the message (what to do instead).
+    stacklevel : int, optional
+        Default: the warning points at the first frame outside fastcheck (the
+        user's call, through check_vjp, fastcheck.torch or points= alike).
 
     Returns
     -------
@@ -118,7 +100,8 @@ def warn_if_long(seconds_per_eval: float, planned: int, *, what: str,
         if suggestion:
             message += " " + suggestion
         message += " (warn_seconds=None silences this warning.)"
-        warnings.warn(message, LongCheckWarning, stacklevel=stacklevel)
+        warnings.warn(message, LongCheckWarning,
+                      stacklevel=stacklevel if stacklevel is not None else outside_stacklevel())
     return estimate
 
 

@@ -229,13 +229,7 @@ class GradCheckResult:
             score = np.abs(n - a) / (np.abs(n) + np.abs(a) + 3.0 * noise)
         score = np.where(np.isnan(score), 0.0, score)
         # Components whose status is a finding come first, in this order.
-        priority = np.zeros(self.status.size)
-        priority[self.status == _S.NONFINITE_GRAD] = 4
-        priority[self.status == _S.NONFINITE_LOSS] = 3
-        priority[self.status == _S.WRONG] = 2
-        priority[self.status == _S.KINK] = 1
-        priority[self.status == _S.NOT_CHECKED] = -1
-        return priority + np.clip(score, 0.0, 1.0) * 0.999
+        return _PRIORITY[self.status] + np.clip(score, 0.0, 1.0) * 0.999
 
     def worst(self, k: int = 10) -> list[Component]:
         """The k components most likely to be wrong, most likely first.
@@ -423,6 +417,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+# Ranking priority by status code (GradCheckResult._scores): findings first.
+_PRIORITY = np.zeros(len(_S.NAMES))
+_PRIORITY[[_S.NONFINITE_GRAD, _S.NONFINITE_LOSS, _S.WRONG, _S.KINK, _S.NOT_CHECKED]] = (
+    4, 3, 2, 1, -1)
+
+
 def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray,
                   numerical: np.ndarray | None = None,
                   analytic: np.ndarray | None = None, declared: bool = False) -> str:
@@ -435,12 +435,14 @@ def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray,
     declared accuracy (`declared`) every wrong component is outside it: "wrong".
     """
     tier = tier_of(rel, tiers)
-    wrong_mask = status == _S.WRONG
-    wrong = np.count_nonzero(wrong_mask | (status == _S.NONFINITE_GRAD))
-    unverifiable = np.count_nonzero(status == _S.NONFINITE_LOSS)
-    if np.any(status == _S.NONFINITE_GRAD) or (declared and wrong):
+    # One pass over the statuses (a check's fixed cost is many small numpy calls).
+    counts = np.bincount(status, minlength=len(_S.NAMES))
+    wrong = counts[_S.WRONG] + counts[_S.NONFINITE_GRAD]
+    unverifiable = counts[_S.NONFINITE_LOSS]
+    if counts[_S.NONFINITE_GRAD] or (declared and wrong):
         return "wrong"
     if wrong and numerical is not None and analytic is not None:
+        wrong_mask = status == _S.WRONG
         n, a = numerical[wrong_mask], analytic[wrong_mask]
         with np.errstate(all="ignore"):
             own = np.abs(n - a) / (np.abs(n) + np.abs(a))
@@ -452,9 +454,8 @@ def _verdict_from(rel: float, tiers: Tiers, status: np.ndarray,
         tier = "ok"
     if unverifiable and tier in ("excellent", "ok"):
         return "suspicious"
-    judged = np.count_nonzero((status == _S.OK) | wrong_mask)
-    if not wrong and (np.any(status == _S.UNRESOLVED)
-                      or (judged == 0 and np.any(status == _S.KINK))):
+    judged = counts[_S.OK] + counts[_S.WRONG]
+    if not wrong and (counts[_S.UNRESOLVED] or (judged == 0 and counts[_S.KINK])):
         return "unresolved"
     return tier
 
@@ -502,19 +503,21 @@ def build_result(
         dict(extra or {}), accuracy=accuracy)
     scores = scores_holder._scores()
     reports = []
+    single = len(layout.arrays) == 1  # its breakdown is the whole: computed once
     for p, (name, array) in enumerate(zip(layout.names, layout.arrays)):
         lo, hi = int(offsets[p]), int(offsets[p + 1])
         st = status[lo:hi]
         mask = counted[lo:hi]
-        prel = relative_error(numerical[lo:hi][mask], analytic[lo:hi][mask])
+        prel = rel if single else relative_error(numerical[lo:hi][mask],
+                                                 analytic[lo:hi][mask])
         checked = int(np.count_nonzero(st != _S.NOT_CHECKED))
         worst = layout.name_of(lo + int(np.argmax(scores[lo:hi]))) if hi > lo else None
         reports.append(ParameterReport(
             name=name, shape=tuple(array.shape), dtype=array.dtype.name,
             relative_error=prel,
-            verdict=(_verdict_from(prel, tiers, st, numerical[lo:hi], analytic[lo:hi],
-                                   declared)
-                     if checked else "not checked"),
+            verdict=("not checked" if not checked else verdict if single
+                     else _verdict_from(prel, tiers, st, numerical[lo:hi], analytic[lo:hi],
+                                        declared)),
             size=hi - lo, checked=checked,
             wrong=int(np.count_nonzero((st == _S.WRONG) | (st == _S.NONFINITE_GRAD))),
             kinks=int(np.count_nonzero(st == _S.KINK)),

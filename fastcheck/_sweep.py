@@ -27,15 +27,10 @@ from typing import Any
 import numpy as np
 
 from fastcheck._check import analytic_gradient
-from fastcheck._evaluate import (
-    WithBeforeEval,
-    check_loss,
-    check_method,
-    default_eps,
-    run_kernel,
-)
+from fastcheck._evaluate import WithBeforeEval, check_loss, default_eps, run_kernel
 from fastcheck._numerical import run_guarded
 from fastcheck._params import as_layout
+from fastcheck._validate import check_method
 from fastcheck._verdict import relative_error
 
 __all__ = ["DEFAULT_SWEEP_EPS", "EpsSweep", "SweepBest", "eps_sweep"]

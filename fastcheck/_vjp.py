@@ -61,12 +61,23 @@ import numpy as np
 
 from fastcheck import _check
 from fastcheck._accuracy import Accuracy, check_accuracy
-from fastcheck._evaluate import check_eps, check_method, default_eps, unit_roundoff
+from fastcheck._evaluate import default_eps, unit_roundoff
 from fastcheck._executor import check_executor
 from fastcheck._judge import Noise, detection_limit, judge_two_steps
 from fastcheck._noise import check_noise_option
 from fastcheck._params import ParamLayout, as_layout
 from fastcheck._result import GradCheckResult, _plain, build_result
+from fastcheck._validate import (
+    check_before_eval,
+    check_callable,
+    check_eps,
+    check_flag,
+    check_method,
+    check_mode,
+    check_n_vectors,
+    check_progress,
+    resolve_seed,
+)
 from fastcheck._verdict import C_ROUND, ComponentStatus, Tiers, tiers_for
 
 __all__ = ["check_hvp", "check_jvp", "check_vjp"]
@@ -80,20 +91,6 @@ _SEVERITY = {"excellent": 0, "ok": 1, "unresolved": 1.5, "suspicious": 2, "wrong
 
 
 # ------------------------------------------------------------------------ validation
-def _check_callable(obj: Any, name: str, signature: str) -> None:
-    if not callable(obj):
-        raise TypeError(f"{name} must be callable as {signature}, got {type(obj).__name__}")
-
-
-def _check_count(n: Any, name: str) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1 (each one is a random vector the check is "
-                         f"made along), got {n}")
-    return int(n)
-
-
 def _as_output(value: Any, what: str, shape: tuple | None = None) -> np.ndarray:
     """What f (or jvp) returned, as a real floating array; checked against `shape`."""
     if isinstance(value, (list, tuple, dict)) or value is None:
@@ -193,7 +190,7 @@ def check_vjp(
     vjp: Callable[[Any, np.ndarray], Any],
     params: Any,
     *,
-    n_cotangents: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     method: str = "central",
@@ -205,10 +202,11 @@ def check_vjp(
     noise: str | float = "auto",
     rtol: float | None = None,
     atol: float | None = None,
+    n_cotangents: int | None = None,
 ) -> GradCheckResult:
     """Check a hand-written vector-Jacobian product (a layer's backward pass).
 
-    For each of `n_cotangents` seeded random cotangents u (shaped like f's output),
+    For each of `n_vectors` seeded random cotangents u (shaped like f's output),
     the scalar J_u(θ) = ⟨u, f(θ)⟩ has the gradient vjp(θ, u); each is checked by
     :func:`fastcheck.check_grad` (the same kernel, noise model, kink and
     nondeterminism detection, ``executor=``), and the worst is returned.
@@ -223,13 +221,17 @@ def check_vjp(
         gradient of ⟨u, f(params)⟩ (dW, db, ... with the parameters' shapes).
     params : ndarray, or dict / list / tuple of ndarrays
         As for :func:`fastcheck.check_grad`; restored bit for bit on every exit.
-    n_cotangents : int
-        Random cotangents (>= 1).  Each costs one full gradient check.
+    n_vectors : int
+        Random cotangents (>= 1, default 3).  Each costs one full gradient check.
     seed : int or None
-        Seed of the cotangents (standard normal entries).
+        Seed of the cotangents (standard normal entries), and of the samples or
+        directions of ``mode="sample"`` / ``"directional"``.  Default 0; None draws
+        one.  The seed used is in ``result.extra["seed"]``.
     eps, method, mode, before_eval, refine, progress, executor, noise, rtol, atol
         As for :func:`fastcheck.check_grad` (rtol / atol: the declared accuracy of
         vjp(θ, u), component by component).
+    n_cotangents : int, optional
+        Deprecated name of `n_vectors`.
 
     Returns
     -------
@@ -244,15 +246,18 @@ def check_vjp(
         real array, or a vjp whose result does not match the parameters'
         structure (naming the parameter and the shapes).
     """
-    _check_callable(f, "f", "f(params) -> array")
-    _check_callable(vjp, "vjp", "vjp(params, cotangent) -> structure like params")
-    n_cotangents = _check_count(n_cotangents, "n_cotangents")
-    check_method(method, _check.CHECK_METHODS)
+    check_callable(f, "f", "f(params) -> array")
+    check_callable(vjp, "vjp", "vjp(params, cotangent) -> structure like params")
+    count = check_n_vectors(n_vectors, n_cotangents, "n_cotangents")
+    seed = resolve_seed(seed)
+    check_method(method)
     check_eps(eps)
+    mode = check_mode(mode)
+    before_eval = check_before_eval(before_eval)
+    check_flag(refine, "refine")
+    progress = check_progress(progress)
     check_noise_option(noise)
     check_accuracy(rtol, atol)
-    if mode not in _check.MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(_check.MODES)}")
     check_executor(executor, f)
     layout = as_layout(params)
 
@@ -261,7 +266,7 @@ def check_vjp(
     shape, dtype = y0.shape, _out_dtype(y0)
     rng = np.random.default_rng(seed)
     results = []
-    for k in range(n_cotangents):
+    for k in range(count):
         u = rng.standard_normal(shape).astype(dtype)
         u64 = u.ravel().astype(np.float64)
         grad = _call_unchanged(vjp, (layout.params, u), layout, "vjp(params, cotangent)",
@@ -277,14 +282,14 @@ def check_vjp(
         with np.errstate(invalid="ignore", over="ignore"):  # f's own NaN / inf
             offset = float(np.sum(np.abs(terms))) - float(np.sum(terms))
         loss = _Projected(f, u64, offset, shape, dtype)
-        report = None
-        if progress is not None:
+        report = progress  # None (automatic), True or False: check_grad's own bar
+        if callable(progress) and not isinstance(progress, bool):
             def report(done: int, total: int, _k: int = k) -> None:
-                progress(_k * total + done, n_cotangents * total)
+                progress(_k * total + done, count * total)
         results.append(_check.check_grad(
             loss, grad, layout.params, eps=eps, method=method, mode=mode,
             before_eval=before_eval, refine=refine, progress=report, executor=executor,
-            noise=noise, rtol=rtol, atol=atol))
+            noise=noise, seed=None if mode == "full" else seed, rtol=rtol, atol=atol))
     how = "each a gradient check of J_u(θ) = ⟨u, f(θ)⟩ against vjp(θ, u)"
     return _combine(results, "check_vjp", "cotangents", seed, how,
                     "vjp" if mode == "full" else f"vjp, {mode}")
@@ -418,16 +423,17 @@ def check_jvp(
     jvp: Callable[[Any, Any], Any],
     params: Any,
     *,
-    n_tangents: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    n_tangents: int | None = None,
 ) -> GradCheckResult:
     """Check a hand-written Jacobian-vector product (forward-mode code).
 
-    For each of `n_tangents` seeded random tangents and each parameter p, the
+    For each of `n_vectors` seeded random tangents and each parameter p, the
     tangent v is random on p and zero elsewhere; jvp(params, v) is compared output
     by output with (f(θ + h v) − f(θ − h v)) / 2h, evaluated in place at two steps
     (h and h/4, Richardson-extrapolated; see the module notes).  The report has one
@@ -444,11 +450,11 @@ def check_jvp(
         shapes and dtypes of params.
     params : ndarray, or dict / list / tuple of ndarrays
         Restored bit for bit on every exit.
-    n_tangents : int
-        Random tangents per parameter (>= 1); each costs 4 calls of f and 2 of jvp
-        per parameter.
+    n_vectors : int
+        Random tangents per parameter (>= 1, default 3); each costs 4 calls of f
+        and 2 of jvp per parameter.
     seed : int or None
-        Seed of the tangents.
+        Seed of the tangents (default 0; None draws one, reported).
     eps : float, optional
         Absolute step along a standard normal tangent.  Default: the central step
         for the parameters' dtype, relative to each component (the tangent's
@@ -458,15 +464,19 @@ def check_jvp(
     rtol, atol : float, optional
         The declared accuracy of jvp(θ, v), output by output (as for
         :func:`fastcheck.check_grad`).
+    n_tangents : int, optional
+        Deprecated name of `n_vectors`.
 
     Returns
     -------
     GradCheckResult
     """
-    _check_callable(f, "f", "f(params) -> array")
-    _check_callable(jvp, "jvp", "jvp(params, tangent) -> array like f(params)")
-    n_tangents = _check_count(n_tangents, "n_tangents")
+    check_callable(f, "f", "f(params) -> array")
+    check_callable(jvp, "jvp", "jvp(params, tangent) -> array like f(params)")
+    count = check_n_vectors(n_vectors, n_tangents, "n_tangents")
+    seed = resolve_seed(seed)
     eps = check_eps(eps)
+    before_eval = check_before_eval(before_eval)
     accuracy = check_accuracy(rtol, atol)
     layout = as_layout(params)
     started = time.perf_counter()
@@ -493,7 +503,7 @@ def check_jvp(
                                  time.perf_counter() - started, eps_text, "jvp", "f(params)")
     rng = np.random.default_rng(seed)
     results = []
-    for _ in range(n_tangents):
+    for _ in range(count):
         numerical, noise, status, analytic = [], [], [], []
         for p in range(n_params):
             v = _tangent(layout, rng, eps, only=p)
@@ -538,7 +548,7 @@ def check_hvp(
     hvp: Callable[[Any, Any], Any],
     params: Any,
     *,
-    n_vectors: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     before_eval: Callable[[], Any] | None = None,
@@ -565,8 +575,10 @@ def check_hvp(
     params : ndarray, or dict / list / tuple of ndarrays
         Restored bit for bit on every exit.
     n_vectors : int
-        Random vectors (>= 1); each costs 4 gradient and 2 hvp evaluations.
+        Random vectors (>= 1, default 3); each costs 4 gradient and 2 hvp
+        evaluations.
     seed : int or None
+        Seed of the vectors (default 0; None draws one, reported).
     eps : float, optional
         As for :func:`check_jvp`.
     before_eval : callable, optional
@@ -579,10 +591,12 @@ def check_hvp(
     -------
     GradCheckResult
     """
-    _check_callable(grad, "grad", "grad(params) -> structure like params")
-    _check_callable(hvp, "hvp", "hvp(params, v) -> structure like params")
-    n_vectors = _check_count(n_vectors, "n_vectors")
+    check_callable(grad, "grad", "grad(params) -> structure like params")
+    check_callable(hvp, "hvp", "hvp(params, v) -> structure like params")
+    n_vectors = check_n_vectors(n_vectors)
+    seed = resolve_seed(seed)
     eps = check_eps(eps)
+    before_eval = check_before_eval(before_eval)
     accuracy = check_accuracy(rtol, atol)
     layout = as_layout(params)
     started = time.perf_counter()

@@ -91,9 +91,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
                       "(or pip install torch)") from exc
 
 from fastcheck._accuracy import check_accuracy
-from fastcheck._check import CHECK_METHODS, check_grad
-from fastcheck._evaluate import check_eps, check_method
+from fastcheck._check import check_grad
 from fastcheck._params import as_layout
+from fastcheck._progress import DEFAULT_WARN_SECONDS
 from fastcheck._result import GradCheckResult, build_result
 from fastcheck._torch_tensors import (
     Inputs,
@@ -102,8 +102,17 @@ from fastcheck._torch_tensors import (
     flat_outputs,
     refuse_shared_storage,
 )
+from fastcheck._validate import (
+    check_before_eval,
+    check_eps,
+    check_flag,
+    check_method,
+    check_n_vectors,
+    check_progress,
+    resolve_seed,
+)
 from fastcheck._verdict import ComponentStatus, tiers_for
-from fastcheck._vjp import _check_count, _worst, check_vjp
+from fastcheck._vjp import _worst, check_vjp
 
 __all__ = ["check_function", "check_module"]
 
@@ -151,15 +160,16 @@ class _Backward:
 def check_function(
     fn: Any,
     *args: Any,
-    n_cotangents: int = 3,
+    n_vectors: int | None = None,
     seed: int | None = 0,
     eps: float | None = None,
     method: str = "central",
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    n_cotangents: int | None = None,
 ) -> GradCheckResult:
     """Check a custom ``torch.autograd.Function`` (or any function of tensors).
 
@@ -181,13 +191,15 @@ def check_function(
         and restored bit for bit; elements that are inf or NaN are left out.
         Other arguments are passed unchanged.  Components are named by position:
         ``arg1[3, 2]`` is element (3, 2) of the second argument.
-    n_cotangents : int
+    n_vectors : int
         For a non-scalar output, the number of seeded random cotangents over all
-        outputs (>= 1); a scalar output needs one.  With several outputs, one more
+        outputs (>= 1, default 3); a scalar output needs one.  With several outputs, one more
         cotangent per output is given alone (module note 4).
     seed, eps, method, before_eval, refine, progress, rtol, atol
         As for :func:`fastcheck.check_vjp` / :func:`fastcheck.check_grad` (rtol /
         atol: the declared accuracy of the backward, element by element).
+    n_cotangents : int, optional
+        Deprecated name of `n_vectors`.
 
     Returns
     -------
@@ -197,9 +209,13 @@ def check_function(
         fn = fn.apply
     if not callable(fn):
         raise TypeError(f"fn must be callable as fn(*args), got {type(fn).__name__}")
-    n_cotangents = _check_count(n_cotangents, "n_cotangents")
-    check_method(method, CHECK_METHODS)
+    n_cotangents = check_n_vectors(n_vectors, n_cotangents, "n_cotangents")
+    seed = resolve_seed(seed)
+    check_method(method)
     check_eps(eps)
+    check_before_eval(before_eval)
+    check_flag(refine, "refine")
+    check_progress(progress)
     check_accuracy(rtol, atol)
     checked = [i for i, a in enumerate(args) if torch.is_tensor(a) and a.requires_grad]
     if not checked:
@@ -220,7 +236,7 @@ def check_function(
             backward = _Backward(fn, args, inputs, spec, which)
             result = check_vjp(
                 _Forward(fn, args, inputs, spec, which, dtype), backward, inputs.params,
-                n_cotangents=count, seed=seed, eps=eps, method=method,
+                n_vectors=count, seed=seed, eps=eps, method=method,
                 before_eval=before_eval, refine=refine,
                 progress=_stage_progress(progress, done, count, units), rtol=rtol, atol=atol)
             _note_unused(result, backward, label)
@@ -295,8 +311,8 @@ def _check_empty(fn: Callable, args: tuple, inputs: Inputs,
 def _stage_progress(progress: Callable[[int, int], Any] | None, start: int, count: int,
                     units: int) -> Callable[[int, int], Any] | None:
     """progress(done, total) over all stages, from one stage's own counts."""
-    if progress is None:
-        return None
+    if not callable(progress) or isinstance(progress, bool):
+        return progress  # None (automatic), True or False: check_grad's own bar
 
     def report(done: int, total: int) -> None:
         per = total // count  # one cotangent's components
@@ -384,9 +400,15 @@ def check_module(
     *,
     eps: float | None = None,
     method: str = "central",
+    mode: str = "full",
+    k: int | float | None = None,
+    max_evals: int | None = None,
+    seed: int | None = 0,
     before_eval: Callable[[], Any] | None = None,
     refine: bool = True,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    warn_seconds: float | None = DEFAULT_WARN_SECONDS,
+    noise: str | float = "auto",
     rtol: float | None = None,
     atol: float | None = None,
 ) -> GradCheckResult:
@@ -410,7 +432,10 @@ def check_module(
         Passed as ``module(*inputs)``.
     loss_fn : callable
         ``loss_fn(output) -> scalar tensor``, e.g. ``lambda out: F.mse_loss(out, y)``.
-    eps, method, before_eval, refine, progress, rtol, atol
+    eps, method, mode, k, max_evals, seed, before_eval, refine, progress, warn_seconds, noise
+        As for :func:`fastcheck.check_grad`: ``mode="directional"`` checks a large
+        model in a few hundred evaluations and localises the wrong components.
+    rtol, atol
         As for :func:`fastcheck.check_grad`.
 
     Returns
@@ -449,8 +474,7 @@ def check_module(
 
     def grad(values: Any) -> dict[str, np.ndarray]:
         params.sync(values)
-        if before_eval is not None:  # the same random state as the evaluations
-            before_eval()
+        # check_grad calls before_eval just before (the evaluations' random state)
         with torch.enable_grad():
             value = scalar(loss_fn(module(*inputs)))
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
@@ -458,9 +482,10 @@ def check_module(
 
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
-        result = check_grad(loss, grad, params.params, eps=eps, method=method,
-                            before_eval=before_eval, refine=refine, progress=progress,
-                            rtol=rtol, atol=atol)
+        result = check_grad(loss, grad, params.params, eps=eps, method=method, mode=mode,
+                            k=k, max_evals=max_evals, seed=seed, before_eval=before_eval,
+                            refine=refine, progress=progress, warn_seconds=warn_seconds,
+                            noise=noise, rtol=rtol, atol=atol)
     finally:
         params.restore()
         with torch.no_grad():

@@ -162,11 +162,11 @@ def _eps_sweep(params, loss, grad, before_eval):
 
 
 def _check_vjp(params, f, vjp, before_eval):
-    return fastcheck.check_vjp(f, vjp, params, n_cotangents=2, before_eval=before_eval)
+    return fastcheck.check_vjp(f, vjp, params, n_vectors=2, before_eval=before_eval)
 
 
 def _check_jvp(params, f, jvp, before_eval):
-    return fastcheck.check_jvp(f, jvp, params, n_tangents=2, before_eval=before_eval)
+    return fastcheck.check_jvp(f, jvp, params, n_vectors=2, before_eval=before_eval)
 
 
 def _check_hvp(params, grad, hvp, before_eval):

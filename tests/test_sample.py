@@ -109,7 +109,8 @@ BAD = [
      r"k=41 is larger than a parameter block: 'b1' has 40, 'b2' has 5 component\(s\)"),
     (dict(mode="sample", k=6), ValueError, r"'b2' has 5 component"),
     (dict(mode="sample", k=0), ValueError, r"k must be >= 1"),
-    (dict(mode="sample", k=1.5), ValueError, r"fraction .* \(0, 1\]"),
+    (dict(mode="sample", k=1.5), ValueError, r"fraction .* \(0, 1\)"),
+    (dict(mode="sample", k=1.0), ValueError, r"k=1\.0 is ambiguous"),
     (dict(mode="sample", k="3"), TypeError, r"k must be a number"),
     (dict(mode="full", k=3), ValueError, r"k= is the number of components per parameter "
                                           r"for mode='sample'"),
@@ -125,7 +126,7 @@ BAD = [
      r"mode='directional' uses central differences"),
     (dict(mode="directional", seed=-1), TypeError, r"seed must be a non-negative int"),
     (dict(mode="sample", seed=1.5), TypeError, r"seed must be a non-negative int"),
-    (dict(seed=1), ValueError, r"mode='full' is not random"),
+    (dict(seed=-1), TypeError, r"seed must be a non-negative int"),  # also in mode="full"
     (dict(mode="random"), ValueError, r"unknown mode 'random'; expected one of full, "
                                       r"directional, sample"),
     (dict(mode=None), ValueError, r"unknown mode None"),

@@ -84,8 +84,8 @@ def test_vjp_names_the_wrong_parameter(bug, name):
 
 def test_vjp_one_cotangent_and_seed_reproducible():
     params = make_params()
-    a = fastcheck.check_vjp(layer, layer_vjp, params, n_cotangents=1, seed=5)
-    b = fastcheck.check_vjp(layer, layer_vjp, params, n_cotangents=1, seed=5)
+    a = fastcheck.check_vjp(layer, layer_vjp, params, n_vectors=1, seed=5)
+    b = fastcheck.check_vjp(layer, layer_vjp, params, n_vectors=1, seed=5)
     assert np.array_equal(a.numerical_flat, b.numerical_flat)
     assert "along 1 seeded random cotangent (seed 5)" in a.notes[0]
 
@@ -157,10 +157,10 @@ def test_vjp_with_executor_equals_serial():
 def test_vjp_bad_input():
     params = make_params()
     before = snapshot(params)
-    with pytest.raises(ValueError, match="n_cotangents must be >= 1"):
-        fastcheck.check_vjp(layer, layer_vjp, params, n_cotangents=0)
-    with pytest.raises(TypeError, match="n_cotangents must be an integer"):
-        fastcheck.check_vjp(layer, layer_vjp, params, n_cotangents=2.0)
+    with pytest.raises(ValueError, match="n_vectors must be >= 1"):
+        fastcheck.check_vjp(layer, layer_vjp, params, n_vectors=0)
+    with pytest.raises(TypeError, match="n_vectors must be an integer"):
+        fastcheck.check_vjp(layer, layer_vjp, params, n_vectors=2.0)
     with pytest.raises(TypeError, match="must be a dict with the keys of params"):
         fastcheck.check_vjp(layer, lambda p, u: [np.zeros((5, 4)), np.zeros(4)], params)
     with pytest.raises(ValueError, match=r"parameter 'b' has shape \(1, 4\)"):
@@ -238,8 +238,8 @@ def test_jvp_bad_input():
     params = make_params()
     with pytest.raises(ValueError, match=r"returned an array of shape \(8,\)"):
         fastcheck.check_jvp(layer, lambda p, v: np.zeros(8), params)
-    with pytest.raises(ValueError, match="n_tangents must be >= 1"):
-        fastcheck.check_jvp(layer, layer_jvp, params, n_tangents=0)
+    with pytest.raises(ValueError, match="n_vectors must be >= 1"):
+        fastcheck.check_jvp(layer, layer_jvp, params, n_vectors=0)
     with pytest.raises(TypeError, match="real floating-point"):
         fastcheck.check_jvp(lambda p: np.zeros(3, dtype=complex), layer_jvp, params)
 
