@@ -43,7 +43,7 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 N_VECTORS_DEFAULT = 3
 
 # The difference formulas, in the order the docs list them (the kernel's table,
-# _evaluate.METHODS, is keyed by these names).
+# _raw.METHODS, is keyed by these names).
 METHOD_NAMES = ("central", "forward", "backward", "central4", "richardson", "complex")
 # Which components check_grad checks (see its docstring).
 MODES = ("full", "directional", "sample")
