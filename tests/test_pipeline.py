@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import inspect
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -315,11 +316,8 @@ def test_old_vector_counts_still_work_with_a_deprecation_warning(entry, old):
 
 
 def test_seed_defaults_to_0_everywhere():
-    import inspect
-
-    import fastcheck.torch as ft
     for fn in (fastcheck.check_grad, fastcheck.check_vjp, fastcheck.check_jvp,
-               fastcheck.check_hvp, ft.check_function, ft.check_module):
+               fastcheck.check_hvp):
         assert inspect.signature(fn).parameters["seed"].default == 0, fn.__name__
     theta = np.linspace(0.1, 1.0, 200)
     runs = [fastcheck.check_grad(_quad, 2 * theta, theta, mode="sample", k=5)
@@ -327,6 +325,14 @@ def test_seed_defaults_to_0_everywhere():
     assert runs[0].extra["seed"] == 0
     assert runs[0].status.tolist() == runs[1].status.tolist()
     assert fastcheck.check_grad(_quad, 2 * theta, theta, seed=3).passed  # full: unused
+
+
+
+def test_seed_defaults_to_0_in_fastcheck_torch():
+    pytest.importorskip("torch")
+    import fastcheck.torch as ft
+    for fn in (ft.check_function, ft.check_module):
+        assert inspect.signature(fn).parameters["seed"].default == 0, fn.__name__
 
 
 def test_k_1_float_is_refused_as_ambiguous():
