@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_closs.py [--quick] [--n 1000]
+    python bench/bench_closs.py [--quick] [--n 1000] [--one-thread]
 
 The loss is the cheap O(n) quadratic of the benchmark workloads,
 J = 0.5 * sum(d * theta**2) with a seeded diagonal d in [0.5, 2] passed as
@@ -217,7 +217,7 @@ def _methods(lib: ctypes.CDLL, loss_name: str, d: np.ndarray, theta: np.ndarray,
     return methods
 
 
-def run(quick: bool = False, only: int | None = None) -> list[dict]:
+def run(quick: bool = False, only: int | None = None, one_thread: bool = False) -> list[dict]:
     """Time every method at every size; one dict per (loss, n, method).
 
     Keys: loss, n, method, components, repeats, us_per_component (median of the
@@ -237,6 +237,8 @@ def run(quick: bool = False, only: int | None = None) -> list[dict]:
             idx = np.linspace(0, n - 1, count).astype(np.intp)
             reps = repeats if n > 1_000 else 10 * repeats  # short runs: more samples
             methods = _methods(lib, loss_name, d, theta, idx, full)
+            if one_thread:  # the single-thread rows only, not interleaved with threads
+                methods.pop(C2), methods.pop(FLOOR2)
             times: dict[str, list[float]] = {name: [] for name in methods}
             # The C rows, then the Python rows, each group interleaved: on this VM
             # a long single-threaded stretch (the Python rows) made the next
@@ -279,13 +281,17 @@ def markdown(rows: list[dict]) -> str:
         out.append("")
         for n in sizes:
             us = {m: cell[(n, m)]["us_per_component"] for m in methods}
-            text = (f"- n = {n:.0e}: speed-up of threads=2 over threads=1: "
-                    f"{us[C1] / us[C2]:.2f}× (hand-written 2-thread floor over the floor: "
-                    f"{us[FLOOR] / us[FLOOR2]:.2f}×)")
+            prefix = text = f"- n = {n:.0e}: "
+            if C2 in us:
+                text += (f"speed-up of threads=2 over threads=1: {us[C1] / us[C2]:.2f}× "
+                         f"(hand-written 2-thread floor over the floor: "
+                         f"{us[FLOOR] / us[FLOOR2]:.2f}×)")
             if PY in us:
-                text += (f"; speed-up of the C loss (threads=1) over the Python loss: "
-                         f"{us[PY] / us[C1]:.2f}×, over scipy: {us[SCIPY] / us[C1]:.2f}×")
-            out.append(text)
+                text += ("; " if C2 in us else "") + (
+                    f"speed-up of the C loss (threads=1) over the Python loss: "
+                    f"{us[PY] / us[C1]:.2f}×, over scipy: {us[SCIPY] / us[C1]:.2f}×")
+            if text != prefix:
+                out.append(text)
         out.append("")
     return "\n".join(out)
 
@@ -295,8 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 3 repeats")
     parser.add_argument("--n", type=int, default=None,
                         help="only this size (one of the table's, e.g. 1000)")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="leave out the two-thread rows")
     args = parser.parse_args(argv)
-    rows = run(quick=args.quick, only=args.n)
+    rows = run(quick=args.quick, only=args.n, one_thread=args.one_thread)
     print(f"fastcheck {fastcheck.__version__}, numpy {np.__version__}, "
           f"Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS="
