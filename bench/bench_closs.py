@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_closs.py [--quick]
+    python bench/bench_closs.py [--quick] [--n 1000] [--one-thread]
 
 The loss is the cheap O(n) quadratic of the benchmark workloads,
 J = 0.5 * sum(d * theta**2) with a seeded diagonal d in [0.5, 2] passed as
@@ -19,8 +19,10 @@ per component), median of the repeats, and the ratio to the floor:
   evaluations through the same function pointer (no checker can do less);
 - C floor on 2 threads: the same loop on two threads, each on its own copy of
   theta and half of the components: what two threads can give on this machine;
-- fastcheck, C loss: the loss as a fastcheck.CLoss over the ctypes function,
-  threads=1 and threads=2 (fastcheck also evaluates J(theta) once per run);
+- fastcheck, C loss: fastcheck.numerical_grad(loss, theta, indices=..., threads=...)
+  with the loss as a fastcheck.CLoss over the ctypes function, threads=1 and
+  threads=2: the public call, validation and result included (fastcheck also
+  evaluates J(theta) once per run);
 - fastcheck, Python loss: the same J written with numpy, through the Python-callback
   path;
 - scipy: scipy.optimize's approx_derivative(method="3-point") on the numpy loss.
@@ -65,8 +67,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent))
 
 import fastcheck  # noqa: E402
-from fastcheck._evaluate import run_kernel  # noqa: E402
-from fastcheck._params import as_layout  # noqa: E402
 
 BUILD = HERE / "_build"
 EPS = 1e-6  # absolute step, the same for every method
@@ -137,7 +137,6 @@ def _methods(lib: ctypes.CDLL, loss_name: str, d: np.ndarray, theta: np.ndarray,
     pointer = ctypes.cast(c_function, ctypes.c_void_p)
     plus, minus, step = np.empty(count), np.empty(count), np.empty(count)
     dp, ip = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_ssize_t)
-    layout = as_layout(theta)
     c_loss = fastcheck.CLoss(c_function, user_data=d, thread_safe=True)
     python_loss = numpy_loss(d)
 
@@ -170,13 +169,25 @@ def _methods(lib: ctypes.CDLL, loss_name: str, d: np.ndarray, theta: np.ndarray,
             w.join()
         return time.perf_counter() - started
 
+    # The numpy loss rounds J differently from the C loop; its differences may
+    # differ by a few units of roundoff in J, divided by the step.
+    rounding = 64 * np.finfo(float).eps * abs(python_loss(theta)) / EPS
+
     def fastcheck_run(loss, threads=1):
+        # The public call, all of it timed: validation, the loss-writes-theta
+        # snapshot, the kernel, the derivative.
         def run() -> float:
             started = time.perf_counter()
-            raw = run_kernel(loss, layout, "central", eps=EPS, indices=idx, threads=threads)
+            derivative = fastcheck.numerical_grad(loss, theta, eps=EPS, method="central",
+                                                  indices=idx, threads=threads)
             seconds = time.perf_counter() - started
-            # the same evaluations as the floor
-            assert np.array_equal(raw.step, step) and np.allclose(raw.plus, plus)
+            # the same evaluations as the floor (run before it in each repeat):
+            # bitwise for the C loss
+            expected = (plus - minus) / (2 * step)
+            if loss is c_loss:
+                assert np.array_equal(derivative, expected)
+            else:
+                assert np.allclose(derivative, expected, rtol=0, atol=rounding)
             return seconds
         return run
 
@@ -206,7 +217,7 @@ def _methods(lib: ctypes.CDLL, loss_name: str, d: np.ndarray, theta: np.ndarray,
     return methods
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, only: int | None = None, one_thread: bool = False) -> list[dict]:
     """Time every method at every size; one dict per (loss, n, method).
 
     Keys: loss, n, method, components, repeats, us_per_component (median of the
@@ -220,10 +231,14 @@ def run(quick: bool = False) -> list[dict]:
     for loss_name, label in LOSSES.items():
         full = loss_name == "closs_quadratic"
         for n, count in (QUICK_SIZES if quick else SIZES).items():
+            if only is not None and n != only:
+                continue
             d, theta = workload(n)
             idx = np.linspace(0, n - 1, count).astype(np.intp)
             reps = repeats if n > 1_000 else 10 * repeats  # short runs: more samples
             methods = _methods(lib, loss_name, d, theta, idx, full)
+            if one_thread:  # the single-thread rows only, not interleaved with threads
+                methods.pop(C2), methods.pop(FLOOR2)
             times: dict[str, list[float]] = {name: [] for name in methods}
             # The C rows, then the Python rows, each group interleaved: on this VM
             # a long single-threaded stretch (the Python rows) made the next
@@ -266,13 +281,17 @@ def markdown(rows: list[dict]) -> str:
         out.append("")
         for n in sizes:
             us = {m: cell[(n, m)]["us_per_component"] for m in methods}
-            text = (f"- n = {n:.0e}: speed-up of threads=2 over threads=1: "
-                    f"{us[C1] / us[C2]:.2f}× (hand-written 2-thread floor over the floor: "
-                    f"{us[FLOOR] / us[FLOOR2]:.2f}×)")
+            prefix = text = f"- n = {n:.0e}: "
+            if C2 in us:
+                text += (f"speed-up of threads=2 over threads=1: {us[C1] / us[C2]:.2f}× "
+                         f"(hand-written 2-thread floor over the floor: "
+                         f"{us[FLOOR] / us[FLOOR2]:.2f}×)")
             if PY in us:
-                text += (f"; speed-up of the C loss (threads=1) over the Python loss: "
-                         f"{us[PY] / us[C1]:.2f}×, over scipy: {us[SCIPY] / us[C1]:.2f}×")
-            out.append(text)
+                text += ("; " if C2 in us else "") + (
+                    f"speed-up of the C loss (threads=1) over the Python loss: "
+                    f"{us[PY] / us[C1]:.2f}×, over scipy: {us[SCIPY] / us[C1]:.2f}×")
+            if text != prefix:
+                out.append(text)
         out.append("")
     return "\n".join(out)
 
@@ -280,8 +299,12 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 3 repeats")
+    parser.add_argument("--n", type=int, default=None,
+                        help="only this size (one of the table's, e.g. 1000)")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="leave out the two-thread rows")
     args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
+    rows = run(quick=args.quick, only=args.n, one_thread=args.one_thread)
     print(f"fastcheck {fastcheck.__version__}, numpy {np.__version__}, "
           f"Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS="

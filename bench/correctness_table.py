@@ -35,7 +35,13 @@ import test_accuracy as ta  # noqa: E402
 import test_correctness as tc  # noqa: E402
 import test_noisy as tn  # noqa: E402
 
-from fastcheck._accuracy import short  # noqa: E402
+
+def short(value: float) -> str:
+    """A tolerance as people write it (1e-5, 2.5e-8, 0.01): for the table only."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def table(method: str, names: list[str] | None) -> str:

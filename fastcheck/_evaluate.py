@@ -168,8 +168,9 @@ def check_step_resolution(layout: ParamLayout, eps: float | None, method: str) -
         values = array.ravel()
         with np.errstate(over="ignore"):
             vanished = (values + array.dtype.type(eps)) - values == 0
-        too_wide = eps > np.maximum(1.0, np.abs(values))
-        if too_wide.any():
+        # eps > max(1, |x|) needs eps > 1: the usual small step skips this pass
+        too_wide = eps > np.maximum(1.0, np.abs(values)) if eps > 1.0 else None
+        if too_wide is not None and too_wide.any():
             where = int(np.flatnonzero(too_wide)[0])
             component = layout.name_of(int(layout.offsets[layout.names.index(name)]) + where)
             raise ValueError(

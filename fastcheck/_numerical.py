@@ -131,20 +131,29 @@ def numerical_grad(
     before_eval = check_before_eval(before_eval)
     layout = as_layout(params)
     check_step_resolution(layout, eps, method)
-    order = None if indices is None else check_indices(indices, layout.size)
+    flat = position = None
+    if indices is not None:
+        _, flat, position = check_indices(indices, layout.size)
     if before_eval is not None:
         loss = WithBeforeEval(loss, before_eval)
-    flat = None if order is None else np.sort(order)
     raw = run_guarded(layout, lambda: run_kernel(loss, layout, method, eps=eps,
                                                  indices=flat, threads=threads,
                                                  executor=executor))
-    if order is None:
+    if indices is None:
         return layout.unflatten(raw.derivative())
-    return raw.derivative()[np.searchsorted(flat, order)]
+    derivative = raw.derivative()
+    return derivative if position is None else derivative[position]
 
 
-def check_indices(indices: Any, size: int) -> np.ndarray:
-    """Validate ``indices=``: distinct flat component indices in [0, size)."""
+def check_indices(indices: Any,
+                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate ``indices=``: distinct flat component indices in [0, size).
+
+    Returns the indices as given (intp), the same indices in increasing order (the
+    kernel's order), and where each given index sits in the increasing ones, or
+    None when they were given in increasing order already (the common case, which
+    then costs one O(k) comparison and no sort).
+    """
     if isinstance(indices, (str, bytes, dict)) or np.ndim(indices) != 1:
         raise TypeError("indices must be a 1-d sequence of flat component indices (ints), "
                         f"got {type(indices).__name__}")
@@ -155,13 +164,21 @@ def check_indices(indices: Any, size: int) -> np.ndarray:
     flat = flat.astype(np.intp)
     if flat.size == 0:
         raise ValueError("indices is empty: name at least one component to evaluate")
-    bad = flat[(flat < 0) | (flat >= size)]
-    if bad.size:
+    if flat.min() < 0 or flat.max() >= size:
+        bad = flat[(flat < 0) | (flat >= size)]
         raise ValueError(f"indices must be in [0, {size}) (the parameters have {size} "
                          f"components); got {int(bad[0])}")
-    if np.unique(flat).size != flat.size:
+    if (flat[1:] > flat[:-1]).all():  # strictly increasing: distinct, already sorted
+        return flat, flat, None
+    position = np.argsort(flat, kind="stable")
+    increasing = flat[position]
+    if (increasing[1:] == increasing[:-1]).any():
         raise ValueError("indices must be distinct: each component is evaluated once")
-    return flat
+    # position[j] is where increasing[j] was given; invert it: where each given
+    # index sits among the increasing ones.
+    where = np.empty_like(position)
+    where[position] = np.arange(position.size, dtype=position.dtype)
+    return flat, increasing, where
 
 
 def run_guarded(layout: ParamLayout, run: Callable[[], Any]) -> Any:

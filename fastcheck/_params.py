@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,10 @@ def _memory_runs(array: np.ndarray, name: str) -> np.ndarray:
         else:
             merged.insert(0, [n, s])
     run_length, run_stride = merged[-1]
+    if len(merged) == 1 and abs(run_stride) == 1:
+        # One contiguous run (any C-ordered array, any unit-stride 1-D view): its
+        # addresses are distinct, and the table is one row.
+        return np.array([[address, run_length, run_stride]], dtype=np.intp)
     # More elements than addresses they span (pigeonhole): an overlapping view,
     # known without listing its addresses, which could need more memory than exists.
     overlap = array.size > sum((n - 1) * abs(s) for n, s in axes) + 1
@@ -168,8 +173,7 @@ class ParamLayout:
         self.keys = keys
         self.names = names
         self.arrays = tuple(_check_array(v, n) for v, n in zip(values, names))
-        sizes = np.array([a.size for a in self.arrays], dtype=np.intp)
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        self.offsets = np.array([0, *accumulate(a.size for a in self.arrays)], dtype=np.intp)
         if self.size == 0:
             raise ValueError("params has no components (every array is empty)")
         self._check_no_overlap()
@@ -229,7 +233,8 @@ class ParamLayout:
                         tables.append(_memory_runs(self.arrays[i], self.names[i]))
                 if not tables:
                     continue  # only empty arrays of this dtype: nothing to perturb
-                blocks = np.ascontiguousarray(np.concatenate(tables), dtype=np.intp)
+                # (each table is a new C-contiguous intp array: one needs no copy)
+                blocks = tables[0] if len(tables) == 1 else np.concatenate(tables)
                 groups.append(KernelGroup(dtype, members, blocks, local))
             self._groups = groups
         return self._groups

@@ -371,8 +371,18 @@ def test_numerical_grad_indices_equal_the_full_gradient_there():
     assert counted.calls == 2 * len(chosen) + 1  # central: 2 per component, and J(θ)
 
 
+@pytest.mark.parametrize("chosen", [[1, 2, 6], [6, 2, 1], [5, 0, 7, 3, 1], list(range(8))])
+def test_numerical_grad_indices_in_any_order_map_back(chosen):
+    # increasing indices take the no-sort path, others the argsort path
+    theta = np.linspace(-1.0, 1.0, 8)
+    full = fastcheck.numerical_grad(_quad, theta)
+    part = fastcheck.numerical_grad(_quad, theta, indices=np.array(chosen))
+    assert np.array_equal(part, full[chosen])
+
+
 @pytest.mark.parametrize(("indices", "error", "message"), [
     ([0, 0], ValueError, "distinct"), ([8], ValueError, r"in \[0, 8\)"),
+    ([3, 1, 3], ValueError, "distinct"), ([1, 2, 2], ValueError, "distinct"),
     ([-1], ValueError, r"in \[0, 8\)"), ([0.5], TypeError, "integers"),
     ([], ValueError, "empty"), ("0", TypeError, "1-d sequence"),
     ([[0, 1]], TypeError, "1-d sequence"),
