@@ -17,6 +17,9 @@ def bitwise_equal(a, b):
 @pytest.mark.parametrize(("keep_prob", "dtype"), [(0.8, np.float64), (0.5, np.float32)])
 def test_dropout_left_on_is_nondeterministic_with_advice(keep_prob, dtype):
     net = dropout_network(1, keep_prob, dtype)
+    # A seeded mask sequence (still a new mask at every call): unseeded, the two probes
+    # draw the same mask a few percent of the time and the check finds it only later.
+    net.reseed(0)
     before = snapshot(net.params)
     result = fastcheck.check_grad(net.loss, net.grad, net.params)
     assert result.verdict == "nondeterministic"
