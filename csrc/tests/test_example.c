@@ -6,15 +6,7 @@
 #define FC_EXAMPLE_NO_MAIN
 #include "../examples/check_quadratic.c"
 
-static int failures = 0;
-
-#define CHECK(cond)                                                             \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                         \
-        }                                                                       \
-    } while (0)
+#include "check.h"
 
 enum { N = 37 };
 

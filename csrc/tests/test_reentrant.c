@@ -11,15 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                             \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                         \
-        }                                                                       \
-    } while (0)
+#include "check.h"
 
 /* Inner loss f(theta) = sum theta_i^3 / 3, whose gradient is theta_i^2. */
 static int cube_loss(const fc_block_f64 *blocks, fc_index nblocks, double *value, void *ctx)
